@@ -1,0 +1,79 @@
+"""Check a checkpoint path before Lightning opens it, so a wrong path fails with a message, not a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from mnist_cifar.errors import CheckpointError
+
+# Values of --ckpt_path that Lightning resolves itself during fit.
+SPECIAL_CKPT_PATHS = {"best", "last", "hpc", "registry"}
+WHERE = "Checkpoints are saved as lightning_logs/<experiment>/version_<N>/checkpoints/*.ckpt (the best and last.ckpt)."
+
+
+def check_checkpoint(path: str) -> None:
+    """Raise `CheckpointError` unless `path` is a file holding a Lightning checkpoint (a dict with a state_dict)."""
+    if path in SPECIAL_CKPT_PATHS or path.startswith("registry:"):
+        return
+    file = Path(path).expanduser()
+    if not file.is_file():
+        what = "is a folder, not a file" if file.is_dir() else "does not exist"
+        raise CheckpointError(f"The checkpoint {path} {what}. {WHERE} Pass one of them with --ckpt_path.")
+    try:
+        checkpoint = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:
+        raise CheckpointError(
+            f"The checkpoint {path} cannot be read as a PyTorch checkpoint ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else 'no details'}). It may be truncated or not a checkpoint "
+            f"at all. {WHERE} Pass one of them with --ckpt_path."
+        ) from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(
+            f"The file {path} is a PyTorch file but not a Lightning checkpoint (it has no 'state_dict'). {WHERE}"
+        )
+
+
+def config_from_checkpoint(path: str) -> dict:
+    """The `model` and `data` config a checkpoint was trained with, read from its saved hyperparameters."""
+    checkpoint = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True, mmap=True)
+    config: dict = {}
+    model = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
+    if model:
+        config["model"] = model
+    data = dict(checkpoint.get("datamodule_hyper_parameters", {}))
+    if "_class_path" in data:
+        config["data"] = {
+            "class_path": data.pop("_class_path"),
+            "init_args": {k: v for k, v in data.items() if not k.startswith("_")},
+        }
+    return config
+
+
+def _ckpt_path_in(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--ckpt_path" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--ckpt_path="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def with_checkpoint_config(argv: list[str]) -> list[str]:
+    """For validate/test/predict with `--ckpt_path`, put the checkpoint's own config first in the arguments.
+
+    So `python main.py test --ckpt_path X` needs no `--config`; a `--config` or override given by the user
+    comes later in the list and wins.
+    """
+    command = next((a for a in argv if not a.startswith("-")), None)
+    ckpt_path = _ckpt_path_in(argv)
+    if command not in ("validate", "test", "predict") or not ckpt_path or ckpt_path in SPECIAL_CKPT_PATHS:
+        return argv
+    check_checkpoint(ckpt_path)
+    config = config_from_checkpoint(ckpt_path)
+    if not config:
+        return argv
+    at = argv.index(command) + 1
+    return [*argv[:at], "--config", json.dumps(config, default=list), *argv[at:]]

@@ -1,0 +1,82 @@
+"""The LightningCLI every run goes through (`main.py`, the tests and the experiment runner).
+
+It links the data set's shape and class count into the network, sets the CPU thread count, checks
+`--ckpt_path` before Lightning opens it, and after `fit` tests the best checkpoint once, so a run
+ends with the test figure that `python main.py test --ckpt_path <best>` reproduces.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningCLI
+
+from mnist_cifar.checkpoints import check_checkpoint, with_checkpoint_config
+from mnist_cifar.classifier import ImageClassifier
+from mnist_cifar.data import ImageDataModule
+from mnist_cifar.errors import UserFacingError
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+class ExperimentCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse's parser class)
+        parser.link_arguments("data.input_shape", "model.net.init_args.input_shape", apply_on="instantiate")
+        parser.link_arguments("data.num_classes", "model.net.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.add_argument(
+            "--num_threads",
+            type=int | None,
+            default=None,
+            help="CPU threads for torch (torch.set_num_threads); small models often train fastest on 1.",
+        )
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="After fit, test the best checkpoint (by val/acc) on the test set and report it.",
+        )
+
+    def parse_arguments(self, parser, args) -> None:  # noqa: ANN001
+        if isinstance(args, (dict, Namespace)):
+            super().parse_arguments(parser, args)
+        else:
+            self.config = parser.parse_args(with_checkpoint_config(list(sys.argv[1:] if args is None else args)))
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path:
+            check_checkpoint(str(ckpt_path))
+
+    def before_instantiate_classes(self) -> None:
+        threads = self.config[self.subcommand].get("num_threads") if self.subcommand else None
+        if threads:
+            torch.set_num_threads(threads)
+
+    def after_fit(self) -> None:
+        trainer = self.trainer
+        if not self.config.fit.test_after_fit or trainer.fast_dev_run or trainer.interrupted:
+            return
+        callback = trainer.checkpoint_callback
+        best = getattr(callback, "best_model_path", "") if callback else ""
+        trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+def run(args: Sequence[str] | None = None, default_config: Path | None = None) -> ExperimentCLI:
+    """Run one LightningCLI command; a `UserFacingError` is printed as one paragraph and exits with status 2."""
+    defaults = {"default_config_files": [str(default_config)]} if default_config else {}
+    try:
+        return ExperimentCLI(
+            ImageClassifier,
+            ImageDataModule,
+            subclass_mode_data=True,
+            parser_kwargs={command: dict(defaults) for command in SUBCOMMANDS},
+            save_config_kwargs={"overwrite": True},
+            args=list(args) if args is not None else None,
+        )
+    except UserFacingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,45 @@
+"""LeNet-5 in the form the course notes (and d2l) use: LeCun et al., 1998, with the 6/16-channel 5x5 convs.
+
+conv5x5(6, padding 2) -> act -> pool2 -> conv5x5(16) -> act -> pool2 -> 120 -> act -> 84 -> act -> classes.
+The notes' classic version uses sigmoid and average pooling; `activation: relu` and `pooling: max` give the
+modern variant with the same 61,706 parameters on MNIST. Sized from `input_shape`, so 3x32x32 CIFAR works too.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import Tensor, nn
+
+from mnist_cifar.models._shapes import Activation, flat_features, make_activation
+
+
+class LeNet5(nn.Module):
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int] = (1, 28, 28),
+        num_classes: int = 10,
+        activation: Activation = "sigmoid",
+        pooling: Literal["avg", "max"] = "avg",
+    ) -> None:
+        super().__init__()
+        pool = nn.AvgPool2d if pooling == "avg" else nn.MaxPool2d
+        self.features = nn.Sequential(
+            nn.Conv2d(input_shape[0], 6, kernel_size=5, padding=2),
+            make_activation(activation),
+            pool(2),
+            nn.Conv2d(6, 16, kernel_size=5),
+            make_activation(activation),
+            pool(2),
+            nn.Flatten(),
+        )
+        self.classifier = nn.Sequential(
+            nn.Linear(flat_features(self.features, input_shape), 120),
+            make_activation(activation),
+            nn.Linear(120, 84),
+            make_activation(activation),
+            nn.Linear(84, num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
