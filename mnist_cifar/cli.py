@@ -77,6 +77,16 @@ def run(args: Sequence[str] | None = None, default_config: Path | None = None) -
             save_config_kwargs={"overwrite": True},
             args=list(args) if args is not None else None,
         )
-    except UserFacingError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        user_error = _user_facing_cause(error)
+        if user_error is None:
+            raise
+        print(f"error: {user_error}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _user_facing_cause(error: BaseException | None) -> UserFacingError | None:
+    """The `UserFacingError` behind `error`; jsonargparse wraps those raised while it instantiates classes."""
+    while error is not None and not isinstance(error, UserFacingError):
+        error = error.__cause__ or error.__context__
+    return error

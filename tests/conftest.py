@@ -1,0 +1,94 @@
+"""Tiny copies of the data sets in their real on-disk formats, so the real readers run offline.
+
+Images carry a class-dependent bright square plus noise, so a network can learn them a little, and
+every pixel value is known, so readers can be checked exactly.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torchvision.io import write_png
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
+CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def make_images(n: int, shape: tuple[int, int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    images = rng.integers(0, 80, size=(n, *shape), dtype=np.uint8)
+    for image, label in zip(images, labels):
+        row, col = divmod(int(label), 5)
+        image[:, 4 + 10 * row : 12 + 10 * row, 2 + 5 * col : 6 + 5 * col] = 250
+    return images, labels.astype(np.uint8)
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    magic = 0x0800 | (0x03 if array.ndim == 3 else 0x01)
+    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def write_mnist(root: Path, n_train: int = 200, n_test: int = 60) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    splits = {"train": make_images(n_train, (1, 28, 28), 0), "test": make_images(n_test, (1, 28, 28), 1)}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images, labels = splits[split]
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images[:, 0])
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return splits
+
+
+def write_cifar_batches(root: Path, per_batch: int = 40, n_test: int = 60) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    train = make_images(5 * per_batch, (3, 32, 32), 2)
+    test = make_images(n_test, (3, 32, 32), 3)
+    for i in range(5):
+        part = slice(i * per_batch, (i + 1) * per_batch)
+        batch = {"data": train[0][part].reshape(per_batch, -1), "labels": train[1][part].tolist()}
+        (folder / f"data_batch_{i + 1}").write_bytes(pickle.dumps(batch))
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": test[0].reshape(n_test, -1), "labels": test[1].tolist()}))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": list(CIFAR_CLASSES)}))
+    return {"train": train, "test": test}
+
+
+def write_image_folder(root: Path, n_train: int = 120, n_test: int = 40) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    splits = {"train": make_images(n_train, (3, 32, 32), 4), "test": make_images(n_test, (3, 32, 32), 5)}
+    for split, (images, labels) in splits.items():
+        for name in CIFAR_CLASSES:
+            (root / split / name).mkdir(parents=True)
+        for i, (image, label) in enumerate(zip(images, labels)):
+            write_png(torch.from_numpy(image), str(root / split / CIFAR_CLASSES[label] / f"{i:04d}.png"))
+    return splits
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("mnist")
+    write_mnist(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cifar")
+    write_cifar_batches(root)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in its own folder (lightning_logs lands there) with no data or cache from the user."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MNIST_CIFAR_DATA", raising=False)
+    monkeypatch.setenv("MNIST_CIFAR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("sys.argv", ["main.py"])

@@ -1,0 +1,144 @@
+"""The command line as users run it: every shipped config, fit -> test from a checkpoint, and its errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import DEFAULT_CONFIG, ROOT
+
+from mnist_cifar.classifier import ImageClassifier
+from mnist_cifar.cli import ExperimentCLI, run
+from mnist_cifar.data import CIFAR10DataModule, MNISTDataModule
+
+CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if p.name != "default.yaml")
+TINY = ["--data.val_size", "50", "--data.batch_size", "32"]
+
+
+def cli(*args: str) -> ExperimentCLI:
+    return run(list(args), default_config=DEFAULT_CONFIG)
+
+
+def data_dir_for(config: Path, mnist_dir: Path, cifar_dir: Path) -> Path:
+    data_class = yaml.safe_load(config.read_text())["data"]["class_path"]
+    return mnist_dir if data_class.endswith("MNISTDataModule") else cifar_dir
+
+
+def test_configs_exist() -> None:
+    assert {"lenet_mnist.yaml", "lenet_cifar.yaml"} <= {p.name for p in CONFIGS}
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_runs_fast_dev_run(config: Path, mnist_dir: Path, cifar_dir: Path) -> None:
+    data_dir = data_dir_for(config, mnist_dir, cifar_dir)
+    result = cli("fit", "--config", str(config), "--data.data_dir", str(data_dir), *TINY, "--trainer.fast_dev_run", "2")
+    assert result.trainer.state.finished
+    assert torch.isfinite(result.trainer.callback_metrics["train/loss"])
+
+
+def test_links_size_the_network_from_the_data_set(mnist_dir: Path) -> None:
+    config = str(ROOT / "configs" / "lenet_cifar.yaml")
+    result = cli("fit", "--config", config, "--data", "mnist_cifar.data.MNISTDataModule", "--data.data_dir", str(mnist_dir),
+                 *TINY, "--trainer.fast_dev_run", "1")
+    assert result.model.net.features[0].in_channels == 1
+    assert result.model.hparams.net["init_args"]["input_shape"] == (1, 28, 28)
+
+
+def test_overrides_reach_the_components(mnist_dir: Path) -> None:
+    result = cli("fit", "--config", str(ROOT / "configs" / "lenet_mnist.yaml"), "--data.data_dir", str(mnist_dir),
+                 "--data.val_size", "50", "--data.batch_size", "256", "--model.optimizer.init_args.lr", "0.01",
+                 "--trainer.max_epochs", "3", "--trainer.fast_dev_run", "1")
+    assert result.datamodule.hparams.batch_size == 256
+    assert result.trainer.optimizers[0].param_groups[0]["lr"] == 0.01
+    assert result.config.fit.trainer.max_epochs == 3  # fast_dev_run itself runs one epoch
+
+
+def _evaluate(model: ImageClassifier, dm: MNISTDataModule | CIFAR10DataModule) -> float:
+    model.eval()
+    with torch.no_grad():
+        logits = model(dm.preprocess(dm.test_set.images))
+    return (logits.argmax(1) == dm.test_set.labels).float().mean().item()
+
+
+def test_fit_then_test_from_checkpoint_reproduces_the_test_accuracy(cifar_dir: Path) -> None:
+    config = str(ROOT / "configs" / "lenet_cifar.yaml")
+    fitted = cli("fit", "--config", config, "--data.data_dir", str(cifar_dir), *TINY, "--trainer.max_epochs", "2")
+    best = fitted.trainer.checkpoint_callback.best_model_path
+    assert Path(best).is_file() and (Path(best).parent / "last.ckpt").is_file()
+    after_fit = fitted.trainer.callback_metrics["test/acc"].item()  # the test that ends `fit`
+
+    tested = cli("test", "--config", config, "--data.data_dir", str(cifar_dir), "--ckpt_path", best)
+    reported = tested.trainer.callback_metrics["test/acc"].item()
+
+    reloaded = ImageClassifier.load_from_checkpoint(best)  # no config needed
+    dm = CIFAR10DataModule(data_dir=str(cifar_dir))
+    dm.setup("test")
+    assert reported == pytest.approx(_evaluate(reloaded, dm), abs=1e-6)
+    assert reported == pytest.approx(after_fit, abs=1e-6)
+
+    without_config = cli("test", "--ckpt_path", best, "--data.data_dir", str(cifar_dir))
+    assert without_config.trainer.callback_metrics["test/acc"].item() == pytest.approx(reported, abs=1e-6)
+
+
+def test_validate_and_predict_from_a_checkpoint(mnist_dir: Path) -> None:
+    config = str(ROOT / "configs" / "lenet_mnist.yaml")
+    fitted = cli("fit", "--config", config, "--data.data_dir", str(mnist_dir), *TINY, "--trainer.max_epochs", "1")
+    last = str(Path(fitted.trainer.checkpoint_callback.best_model_path).parent / "last.ckpt")
+    validated = cli("validate", "--ckpt_path", last, "--data.data_dir", str(mnist_dir))
+    assert 0 <= validated.trainer.callback_metrics["val/acc"].item() <= 1
+    predicted = cli("predict", "--ckpt_path", last, "--data.data_dir", str(mnist_dir))
+    probabilities = torch.cat(predicted.trainer.predict_loop.predictions)
+    assert probabilities.shape == (60, 10)
+    torch.testing.assert_close(probabilities.sum(1), torch.ones(60))
+
+
+def run_main(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], capture_output=True, text=True, timeout=300)
+
+
+def test_missing_checkpoint_is_a_one_paragraph_error(tmp_path: Path) -> None:
+    result = run_main("test", "--config", str(ROOT / "configs" / "lenet_mnist.yaml"), "--ckpt_path", str(tmp_path / "no.ckpt"))
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and "no.ckpt" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage", None], ids=["empty", "garbage", "not-a-lightning-checkpoint"])
+def test_broken_checkpoint_is_named(tmp_path: Path, content: bytes | None, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "broken.ckpt"
+    if content is None:
+        torch.save({"weights": torch.zeros(2)}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(SystemExit) as exit_info:
+        cli("test", "--config", str(ROOT / "configs" / "lenet_mnist.yaml"), "--ckpt_path", str(path))
+    assert exit_info.value.code == 2
+    assert "broken.ckpt" in capsys.readouterr().err
+
+
+def test_missing_data_is_a_one_paragraph_error(tmp_path: Path) -> None:
+    result = run_main("fit", "--config", str(ROOT / "configs" / "lenet_mnist.yaml"),
+                      "--data.data_dir", str(tmp_path / "empty"), "--data.download", "false")
+    assert result.returncode == 2
+    assert "No MNIST data found" in result.stderr and "--data.data_dir" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_config_value_is_a_one_paragraph_error(mnist_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli("fit", "--config", str(ROOT / "configs" / "lenet_mnist.yaml"), "--data.data_dir", str(mnist_dir),
+            "--data.batch_size", "0")
+    assert exit_info.value.code == 2
+    assert "data.batch_size must be at least 1" in capsys.readouterr().err
+
+
+def test_help_and_print_config() -> None:
+    help_text = run_main("fit", "--help")
+    assert help_text.returncode == 0 and "--num_threads" in help_text.stdout
+    printed = run_main("fit", "--config", str(ROOT / "configs" / "lenet_cifar.yaml"), "--print_config")
+    config = yaml.safe_load(printed.stdout)
+    assert config["model"]["net"]["class_path"] == "mnist_cifar.models.CifarLeNet"
+    assert config["trainer"]["max_epochs"] == 14 and config["data"]["init_args"]["batch_size"] == 64
