@@ -30,6 +30,11 @@ class ImageClassifier(L.LightningModule):
         scheduler_interval: "epoch" for StepLR-like schedules, "step" for per-batch ones such as OneCycleLR.
         label_smoothing: cross-entropy label smoothing (0 = plain cross-entropy).
         num_classes: number of classes, linked from the data set by `main.py`.
+        input_shape: one image's shape, linked from the data set; gives the model summary its layer output sizes.
+
+    A `OneCycleLR` scheduler given without `total_steps` or `epochs` gets its length from the trainer
+    (`estimated_stepping_batches`, or `max_epochs` with `scheduler_interval: epoch`), so overriding
+    `--trainer.max_epochs` keeps the schedule whole.
     """
 
     def __init__(
@@ -40,6 +45,7 @@ class ImageClassifier(L.LightningModule):
         scheduler_interval: Literal["epoch", "step"] = "epoch",
         label_smoothing: float = 0.0,
         num_classes: int = 10,
+        input_shape: tuple[int, int, int] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -47,6 +53,8 @@ class ImageClassifier(L.LightningModule):
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.accuracy = nn.ModuleList(MulticlassAccuracy(num_classes=num_classes, average="micro") for _ in STAGES)
+        if input_shape is not None:
+            self.example_input_array = torch.zeros(2, *input_shape)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -79,8 +87,16 @@ class ImageClassifier(L.LightningModule):
         optimizer = self.optimizer(self.parameters())
         if self.scheduler is None:
             return optimizer
-        scheduler = self.scheduler(optimizer)
+        scheduler = self.scheduler(optimizer, **self._open_schedule_length())
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval, "monitor": "val/loss"},
         }
+
+    def _open_schedule_length(self) -> dict[str, int]:
+        given = getattr(self.scheduler, "keywords", {})  # jsonargparse hands callables over as functools.partial
+        if "total_steps" not in given or given["total_steps"] is not None or given.get("epochs") is not None:
+            return {}
+        if self.hparams.scheduler_interval == "step":
+            return {"total_steps": int(self.trainer.estimated_stepping_batches)}
+        return {"total_steps": int(self.trainer.max_epochs)}

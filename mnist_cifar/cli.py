@@ -21,6 +21,7 @@ from mnist_cifar.data import ImageDataModule
 from mnist_cifar.errors import UserFacingError
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
 
 class ExperimentCLI(LightningCLI):
@@ -28,6 +29,7 @@ class ExperimentCLI(LightningCLI):
         parser.link_arguments("data.input_shape", "model.net.init_args.input_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.net.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
         parser.add_argument(
             "--num_threads",
             type=int | None,
@@ -52,7 +54,8 @@ class ExperimentCLI(LightningCLI):
             check_checkpoint(str(ckpt_path))
 
     def before_instantiate_classes(self) -> None:
-        threads = self.config[self.subcommand].get("num_threads") if self.subcommand else None
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        threads = config.get("num_threads")
         if threads:
             torch.set_num_threads(threads)
 
@@ -63,6 +66,13 @@ class ExperimentCLI(LightningCLI):
         callback = trainer.checkpoint_callback
         best = getattr(callback, "best_model_path", "") if callback else ""
         trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+def build(args: Sequence[str], default_config: Path | None = None) -> ExperimentCLI:
+    """Parse a config and build model, data and trainer without running a subcommand (notebooks, benchmarks)."""
+    defaults = {"default_config_files": [str(default_config)]} if default_config else {}
+    return ExperimentCLI(ImageClassifier, ImageDataModule, subclass_mode_data=True, parser_kwargs=defaults,
+                         args=list(args), run=False)
 
 
 def run(args: Sequence[str] | None = None, default_config: Path | None = None) -> ExperimentCLI:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from mnist_cifar.models._shapes import flat_features
+from mnist_cifar.models._layers import flat_features
 
 
 class CifarLeNet(nn.Module):

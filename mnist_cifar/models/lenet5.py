@@ -11,7 +11,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from mnist_cifar.models._shapes import Activation, flat_features, make_activation
+from mnist_cifar.models._layers import Activation, flat_features, make_activation
 
 
 class LeNet5(nn.Module):

@@ -1,0 +1,105 @@
+"""Training speed of LeNet-5 on MNIST: the course notes' plain PyTorch loop vs this project through its Trainer.
+
+The baseline is the notes' loop: torchvision `MNIST` with per-sample `ToTensor` + `Normalize`,
+`DataLoader(batch_size=64, shuffle=True)`, Adam, forward/backward/step. Each row times one training
+epoch (start-up, data loading and validation excluded) and all rows run back to back in this process,
+so compare the ratios, not the absolute figures. Needs the real MNIST:
+
+    python benchmarks/mnist_lenet_speed.py --data_dir ../shared/data [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+from mnist_cifar.cli import build
+from mnist_cifar.models import LeNet5
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+def make_net() -> torch.nn.Module:
+    return LeNet5(input_shape=(1, 28, 28), num_classes=10, activation="relu", pooling="max")
+
+
+def baseline_epoch(data_dir: str, threads: int) -> float:
+    """Images/s of one epoch of the notes' loop."""
+    torch.set_num_threads(threads)
+    to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    train = datasets.MNIST(data_dir, train=True, download=False, transform=to_tensor)
+    loader = DataLoader(train, batch_size=64, shuffle=True)
+    net = make_net()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    start, images = time.perf_counter(), 0
+    for x, y in loader:
+        optimizer.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        optimizer.step()
+        images += len(y)
+    return images / (time.perf_counter() - start)
+
+
+class EpochTimer(L.Callback):
+    """Times the training batches of the first epoch, from its start to its last batch (validation excluded)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start, self.images, self.end = time.perf_counter(), 0, None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if trainer.current_epoch == 0:
+            self.images += len(batch[1])
+            self.end = time.perf_counter()
+
+
+def project_epoch(data_dir: str, overrides: list[str]) -> float:
+    """Images/s of one epoch of `configs/lenet_mnist.yaml` through the Trainer, with its logger and callbacks."""
+    torch.set_num_threads(DEFAULT_THREADS)  # undo an earlier row's --num_threads; the config may set its own
+    cli = build(
+        ["--config", str(ROOT / "configs" / "lenet_mnist.yaml"), "--data.data_dir", data_dir,
+         "--trainer.max_epochs", "1", "--trainer.logger.init_args.name", "benchmark", *overrides],
+        default_config=ROOT / "configs" / "default.yaml",
+    )
+    timer = EpochTimer()
+    cli.trainer.callbacks.append(timer)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return timer.images / (timer.end - timer.start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", default=os.environ.get("MNIST_CIFAR_DATA", "data"))
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of all rows; the best of each is kept")
+    args = parser.parse_args()
+    default_threads = DEFAULT_THREADS
+    rows = {
+        f"notes' loop, batch 64, {default_threads} threads (baseline)": lambda: baseline_epoch(args.data_dir, default_threads),
+        "notes' loop, batch 64, 1 thread": lambda: baseline_epoch(args.data_dir, 1),
+        f"project Trainer, batch 64, {default_threads} threads": lambda: project_epoch(
+            args.data_dir, ["--data.batch_size", "64", "--num_threads", str(default_threads)]),
+        "project Trainer, batch 64, 1 thread": lambda: project_epoch(
+            args.data_dir, ["--data.batch_size", "64", "--num_threads", "1"]),
+        f"project Trainer, lenet_mnist.yaml as shipped (batch 256, {default_threads} threads)": lambda: project_epoch(
+            args.data_dir, []),
+    }
+    best = {name: 0.0 for name in rows}
+    for _ in range(args.repeats):
+        for name, measure in rows.items():
+            best[name] = max(best[name], measure())
+    baseline = next(iter(best.values()))
+    print(f"\n{'setting':<70} {'images/s':>10} {'vs baseline':>12}")
+    for name, speed in best.items():
+        print(f"{name:<70} {speed:>10.0f} {speed / baseline:>11.2f}x")
+
+
+if __name__ == "__main__":
+    main()
