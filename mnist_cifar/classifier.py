@@ -54,7 +54,7 @@ class ImageClassifier(L.LightningModule):
         self.scheduler = scheduler
         self.accuracy = nn.ModuleList(MulticlassAccuracy(num_classes=num_classes, average="micro") for _ in STAGES)
         if input_shape is not None:
-            self.example_input_array = torch.zeros(2, *input_shape)
+            self.example_input_array = torch.zeros(1, *input_shape)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)

@@ -142,3 +142,36 @@ def test_help_and_print_config() -> None:
     config = yaml.safe_load(printed.stdout)
     assert config["model"]["net"]["class_path"] == "mnist_cifar.models.CifarLeNet"
     assert config["trainer"]["max_epochs"] == 14 and config["data"]["init_args"]["batch_size"] == 64
+
+
+def _net_class_path(config: Path) -> str:
+    return yaml.safe_load(config.read_text())["model"]["net"]["class_path"]
+
+
+def test_every_model_has_a_config_and_every_config_names_a_model() -> None:
+    import mnist_cifar.models as models
+
+    configured = {_net_class_path(config) for config in CONFIGS}
+    available = {f"mnist_cifar.models.{name}" for name in models.__all__}
+    assert available <= configured, f"models without a config: {available - configured}"
+    assert configured <= available, f"configs naming unknown models: {configured - available}"
+
+
+def test_one_cycle_schedule_length_comes_from_the_trainer(cifar_dir: Path) -> None:
+    result = cli("fit", "--config", str(ROOT / "configs" / "improved_cnn_cifar.yaml"), "--data.data_dir", str(cifar_dir),
+                 *TINY, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3",
+                 "--trainer.limit_val_batches", "1", "--test_after_fit", "false")
+    scheduler = result.trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.total_steps == 6
+    assert result.trainer.lr_scheduler_configs[0].interval == "step"
+
+
+def test_summary_shows_each_layers_output_shape_and_parameters() -> None:
+    from mnist_cifar.summary import summarize
+
+    table = str(summarize(["--config", str(ROOT / "configs" / "lenet_mnist.yaml")]))
+    assert "[1, 6, 28, 28]" in table and "[1, 16, 5, 5]" in table and "[1, 10]" in table
+    assert "61.7 K" in table
+    cifar_table = str(summarize(["--config", str(ROOT / "configs" / "lenet_mnist.yaml"),
+                                 "--data", "mnist_cifar.data.CIFAR10DataModule"]))
+    assert "[1, 3, 32, 32]" in cifar_table
