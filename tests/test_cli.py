@@ -175,3 +175,60 @@ def test_summary_shows_each_layers_output_shape_and_parameters() -> None:
     cifar_table = str(summarize(["--config", str(ROOT / "configs" / "lenet_mnist.yaml"),
                                  "--data", "mnist_cifar.data.CIFAR10DataModule"]))
     assert "[1, 3, 32, 32]" in cifar_table
+
+
+def _predictions(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(path) as file:
+        return list(csv.DictReader(file))
+
+
+def test_predict_own_images_writes_class_names_and_reports_unreadable_files(mnist_dir: Path, tmp_path: Path) -> None:
+    from torchvision.io import write_jpeg, write_png
+
+    config = str(ROOT / "configs" / "lenet_mnist.yaml")
+    fitted = cli("fit", "--config", config, "--data.data_dir", str(mnist_dir), *TINY, "--trainer.max_epochs", "1")
+    best = fitted.trainer.checkpoint_callback.best_model_path
+    folder = tmp_path / "mine"
+    (folder / "more").mkdir(parents=True)
+    write_png(torch.randint(0, 256, (3, 60, 45), dtype=torch.uint8), str(folder / "photo.png"))
+    write_jpeg(torch.randint(0, 256, (1, 20, 20), dtype=torch.uint8), str(folder / "more" / "small.jpg"))
+    (folder / "notes.txt").write_text("not an image")
+
+    out = tmp_path / "out.csv"
+    predicted = cli("predict", "--ckpt_path", best, "--data.predict_path", str(folder),
+                    "--trainer.callbacks+=mnist_cifar.prediction_writer.PredictionCSVWriter",
+                    f"--trainer.callbacks.output={out}")
+    assert predicted.datamodule.predict_set.images.shape == (2, 1, 28, 28)
+    rows = {Path(row["source"]).name: row for row in _predictions(out)}
+    assert set(rows) == {"photo.png", "small.jpg", "notes.txt"}
+    assert "not a readable image" in rows["notes.txt"]["error"] and rows["notes.txt"]["predicted_class"] == ""
+    for name in ("photo.png", "small.jpg"):
+        probabilities = [float(rows[name][f"p_{digit}"]) for digit in "0123456789"]
+        assert sum(probabilities) == pytest.approx(1, abs=1e-3)
+        assert rows[name]["predicted_class"] == str(max(range(10), key=probabilities.__getitem__))
+
+    single = cli("predict", "--ckpt_path", best, "--data.predict_path", str(folder / "photo.png"))
+    written = Path(single.trainer.log_dir) / "predictions.csv"
+    assert [Path(r["source"]).name for r in _predictions(written)] == ["photo.png"]
+
+
+def test_predict_on_the_test_set_records_the_true_class(cifar_dir: Path) -> None:
+    config = str(ROOT / "configs" / "lenet_cifar.yaml")
+    fitted = cli("fit", "--config", config, "--data.data_dir", str(cifar_dir), *TINY, "--trainer.max_epochs", "1")
+    predicted = cli("predict", "--ckpt_path", fitted.trainer.checkpoint_callback.best_model_path,
+                    "--data.data_dir", str(cifar_dir))
+    rows = _predictions(Path(predicted.trainer.log_dir) / "predictions.csv")
+    assert len(rows) == 60 and rows[0]["source"] == "test[0]"
+    assert {row["true_class"] for row in rows} == set(CIFAR10DataModule.classes)
+
+
+def test_predict_path_that_does_not_exist_is_named(mnist_dir: Path, tmp_path: Path) -> None:
+    config = str(ROOT / "configs" / "lenet_mnist.yaml")
+    fitted = cli("fit", "--config", config, "--data.data_dir", str(mnist_dir), *TINY, "--trainer.fast_dev_run", "1",
+                 "--trainer.enable_checkpointing", "true")
+    path = tmp_path / "model.ckpt"
+    fitted.trainer.save_checkpoint(path)
+    result = run_main("predict", "--ckpt_path", str(path), "--data.predict_path", str(tmp_path / "nothing_here"))
+    assert result.returncode == 2 and "nothing_here does not exist" in result.stderr

@@ -1,0 +1,44 @@
+"""Batched augmentation and normalization on uint8 image tensors, on whatever device they live.
+
+These replace torchvision's per-sample PIL transforms on the training hot path: one call handles a
+whole batch, on the CPU or after transfer to the GPU. Randomness comes from torch's global generator,
+so `seed_everything` makes a run repeatable while each epoch still draws new crops and flips.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def random_crop(images: Tensor, padding: int) -> Tensor:
+    """Zero-pad by `padding` on every side, then crop each image back to its size at a random offset.
+
+    Same distribution as `torchvision.transforms.RandomCrop(size, padding=padding)` applied per image.
+    """
+    if padding <= 0:
+        return images
+    n, c, h, w = images.shape
+    padded = F.pad(images, (padding, padding, padding, padding))
+    offsets = torch.randint(0, 2 * padding + 1, (2, n, 1), device=images.device)
+    rows = offsets[0] + torch.arange(h, device=images.device)  # (n, h)
+    cols = offsets[1] + torch.arange(w, device=images.device)  # (n, w)
+    batch_index = torch.arange(n, device=images.device)[:, None, None, None]
+    channel_index = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[batch_index, channel_index, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def random_horizontal_flip(images: Tensor, p: float = 0.5) -> Tensor:
+    flip = torch.rand(images.shape[0], device=images.device) < p
+    return torch.where(flip[:, None, None, None], images.flip(3), images)
+
+
+def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """uint8 `(N, C, H, W)` to float32, scaled to [0, 1] then standardized per channel like `ToTensor` + `Normalize`."""
+    return (images.float().div_(255) - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
+def permute_pixels(images: Tensor, permutation: Tensor) -> Tensor:
+    """Move every image's pixel positions by one fixed permutation (the same one for all channels)."""
+    return images.flatten(2)[:, :, permutation].view_as(images)

@@ -1,0 +1,254 @@
+"""The shared base of the DataModules: a data set that fits in memory as uint8 tensors.
+
+Subclasses describe their data set (class names, image shape, mean/std, accepted on-disk layouts)
+and how to read a split; this base does the seeded train/val split, the loaders and the batched
+transforms. Transforms run in `on_after_batch_transfer`, after the batch reached the training
+device, so the same code augments on the CPU today and on the GPU later.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.v2.functional import rgb_to_grayscale
+
+from mnist_cifar.data import augment
+from mnist_cifar.data.sources import Split
+from mnist_cifar.data.user_images import read_user_images
+from mnist_cifar.errors import ConfigError, DataNotFoundError
+
+DATA_ENV = "MNIST_CIFAR_DATA"
+CACHE_ENV = "MNIST_CIFAR_CACHE"
+
+
+class TensorPairDataset(Dataset):
+    """Images and labels held as tensors; `__getitems__` lets the DataLoader fetch a batch in one indexing op."""
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        index = torch.as_tensor(indices)
+        return self.images[index], self.labels[index]
+
+
+def keep_batch(batch: Any) -> Any:
+    """The collate function for `TensorPairDataset`: its batches are already stacked."""
+    return batch
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Split, loaders and batched transforms shared by every in-memory image data set.
+
+    Args:
+        data_dir: where the data set lives or is downloaded to; default `$MNIST_CIFAR_DATA` or `data/`.
+        batch_size: training batch size.
+        eval_batch_size: batch size for validation, test and predict (default: `batch_size`).
+        num_workers: DataLoader worker processes; batches are slices of a tensor, so 0 is usually fastest.
+        val_size: images held out of the training set, with `split_seed`, to validate on.
+        split_seed: seed of the train/val split, independent of the run's seed so runs compare on one split.
+        augment: master switch of the training augmentation below; validation and test are never augmented.
+        crop_padding: random crop after zero-padding by this many pixels (0 = no crop).
+        horizontal_flip: random horizontal flip with probability 0.5.
+        grayscale: convert RGB images to one luma channel (ITU-R 601-2, as torchvision does).
+        permute_pixels: shuffle pixel positions by one fixed permutation, the same for every image of every split.
+        permutation_seed: seed of that permutation.
+        download: download the data set into `data_dir` when no copy is found there.
+        cache_dir: where decoded image-folder copies are cached; default `$MNIST_CIFAR_CACHE` or `~/.cache/mnist_cifar`.
+        predict_path: an image file or a folder of them for `predict`, resized to the data set's shape; without
+            it `predict` runs on the test set.
+    """
+
+    name: ClassVar[str]
+    classes: ClassVar[tuple[str, ...]]
+    image_shape: ClassVar[tuple[int, int, int]]
+    mean: ClassVar[tuple[float, ...]]
+    std: ClassVar[tuple[float, ...]]
+    gray_mean: ClassVar[float]
+    gray_std: ClassVar[float]
+    layouts: ClassVar[str]
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        val_size: int = 5000,
+        split_seed: int = 42,
+        augment: bool = True,
+        crop_padding: int = 0,
+        horizontal_flip: bool = False,
+        grayscale: bool = False,
+        permute_pixels: bool = False,
+        permutation_seed: int = 0,
+        download: bool = True,
+        cache_dir: str | None = None,
+        predict_path: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        for name, value in [("batch_size", batch_size), ("eval_batch_size", eval_batch_size or 1)]:
+            if value < 1:
+                raise ConfigError(f"data.{name} must be at least 1, got {value}.")
+        if val_size < 0 or crop_padding < 0 or num_workers < 0:
+            raise ConfigError("data.val_size, data.crop_padding and data.num_workers must not be negative.")
+        self.data_dir = Path(data_dir or os.environ.get(DATA_ENV) or "data").expanduser()
+        self.cache_dir = Path(cache_dir or os.environ.get(CACHE_ENV) or "~/.cache/mnist_cifar").expanduser()
+        pixels = self.image_shape[1] * self.image_shape[2]
+        generator = torch.Generator().manual_seed(permutation_seed)
+        self.permutation: Tensor | None = torch.randperm(pixels, generator=generator) if permute_pixels else None
+        self.train_set: TensorPairDataset | None = None
+        self.val_set: TensorPairDataset | None = None
+        self.test_set: TensorPairDataset | None = None
+        self.predict_set: TensorPairDataset | None = None
+        self.predict_sources: list[str] = []  # what each predicted image is: a file, or test[i]
+        self.predict_has_labels = False
+        self.unreadable: list[tuple[str, str]] = []  # predict_path files that are not images, and why
+        self._device_constants: dict[torch.device, tuple[Tensor, Tensor, Tensor | None]] = {}
+
+    # -- what the data set is ------------------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The shape a network sees: `image_shape`, with one channel when `grayscale`."""
+        channels = 1 if self.hparams.grayscale else self.image_shape[0]
+        return (channels, self.image_shape[1], self.image_shape[2])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        if self.hparams.grayscale and self.image_shape[0] == 3:
+            return (self.gray_mean,), (self.gray_std,)
+        return self.mean, self.std
+
+    # -- reading -------------------------------------------------------------------------------
+    def find_source(self) -> Any | None:
+        """Locate a readable copy under `data_dir`; None when there is none."""
+        raise NotImplementedError
+
+    def download_source(self) -> None:
+        raise NotImplementedError
+
+    def read_split(self, source: Any, split: str) -> Split:
+        """Read `split` ("train" or "test") from what `find_source` returned."""
+        raise NotImplementedError
+
+    def prepare_data(self) -> None:
+        if self.find_source() is not None:
+            return
+        if not self.hparams.download:
+            raise self._not_found("download is disabled (data.download: false)")
+        try:
+            self.download_source()
+        except Exception as error:
+            raise self._not_found(f"downloading it failed ({type(error).__name__}: {error})") from error
+        if self.find_source() is None:
+            raise self._not_found("the download finished but left no readable copy")
+
+    def _not_found(self, why: str) -> DataNotFoundError:
+        return DataNotFoundError(
+            f"No {self.name} data found in {self.data_dir.resolve()}, and {why}. Accepted layouts under that "
+            f"folder: {self.layouts}. Point --data.data_dir (or the {DATA_ENV} environment variable) at a "
+            f"folder holding one of them, or run once with internet access to download it there."
+        )
+
+    def _load(self, split: str) -> Split:
+        source = self.find_source()
+        if source is None:
+            raise self._not_found("it was not downloaded (prepare_data did not run or download is disabled)")
+        images, labels = self.read_split(source, split)
+        if self.hparams.grayscale and images.shape[1] == 3:
+            images = rgb_to_grayscale(images)
+        return images, labels
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            images, labels = self._load("train")
+            if not 0 <= self.hparams.val_size < len(labels):
+                raise ConfigError(
+                    f"data.val_size={self.hparams.val_size} must be smaller than the {len(labels)} training images."
+                )
+            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.hparams.split_seed))
+            val_index, train_index = order[: self.hparams.val_size], order[self.hparams.val_size :]
+            self.train_set = TensorPairDataset(images[train_index], labels[train_index])
+            self.val_set = TensorPairDataset(images[val_index], labels[val_index])
+        if stage == "predict" and self.hparams.predict_path:
+            self._setup_user_images(Path(self.hparams.predict_path).expanduser())
+            return
+        if stage in (None, "test", "predict") and self.test_set is None:
+            self.test_set = TensorPairDataset(*self._load("test"))
+        if stage == "predict":
+            self.predict_set, self.predict_has_labels = self.test_set, True
+            self.predict_sources = [f"test[{i}]" for i in range(len(self.test_set))]
+
+    def _setup_user_images(self, path: Path) -> None:
+        found = read_user_images(path, self.image_shape)
+        images = rgb_to_grayscale(found.images) if self.hparams.grayscale and found.images.shape[1] == 3 else found.images
+        self.predict_set = TensorPairDataset(images, torch.full((len(images),), -1, dtype=torch.long))
+        self.predict_sources, self.unreadable, self.predict_has_labels = found.sources, found.unreadable, False
+
+    # -- loaders -------------------------------------------------------------------------------
+    def _loader(self, dataset: TensorPairDataset | None, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("Call setup() with the matching stage before asking for a dataloader.")
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size if train else self.hparams.eval_batch_size or self.hparams.batch_size,
+            shuffle=train,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            collate_fn=keep_batch,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_set, train=False)
+
+    # -- transforms ----------------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if not isinstance(batch, (tuple, list)) or batch[0].dtype != torch.uint8:
+            return batch  # not one of our loaders' batches, e.g. the model summary's example input
+        images, labels = batch
+        training = self.trainer is not None and self.trainer.training
+        return self.preprocess(images, train=training), labels
+
+    def preprocess(self, images: Tensor, train: bool = False) -> Tensor:
+        """uint8 images to the normalized float batch a network sees; `train` adds the augmentation."""
+        if train and self.hparams.augment:
+            images = augment.random_crop(images, self.hparams.crop_padding)
+            if self.hparams.horizontal_flip:
+                images = augment.random_horizontal_flip(images)
+        mean, std, permutation = self._constants_on(images.device)
+        images = augment.normalize(images, mean, std)
+        return images if permutation is None else augment.permute_pixels(images, permutation)
+
+    def _constants_on(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor | None]:
+        if device not in self._device_constants:
+            mean, std = self.normalization
+            permutation = None if self.permutation is None else self.permutation.to(device)
+            self._device_constants[device] = (torch.tensor(mean, device=device), torch.tensor(std, device=device), permutation)
+        return self._device_constants[device]

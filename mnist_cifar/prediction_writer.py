@@ -1,0 +1,67 @@
+"""Write what `predict` found to a CSV: one row per image with its predicted class name and every probability.
+
+Rows for the user's own files (`--data.predict_path`) name the file; rows for the test set name `test[i]` and
+its true class. Files that were not readable images get a row with the reason, so nothing is silently lost.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+
+
+class PredictionCSVWriter(BasePredictionWriter):
+    """Args:
+    output: the CSV file; default `predictions.csv` in the run's log folder.
+    """
+
+    def __init__(self, output: str | None = None) -> None:
+        super().__init__(write_interval="batch")
+        self.output = output
+        self.rows: list[dict[str, Any]] = []
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.rows = []
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Tensor,
+        batch_indices: list[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        dm = trainer.datamodule
+        indices = batch_indices if batch_indices is not None else range(len(self.rows), len(self.rows) + len(prediction))
+        for index, probabilities, label in zip(indices, prediction.float().cpu(), batch[1].cpu()):
+            best = int(probabilities.argmax())
+            row = {
+                "source": dm.predict_sources[index],
+                "true_class": dm.classes[int(label)] if dm.predict_has_labels else "",
+                "predicted_class": dm.classes[best],
+                "confidence": f"{float(probabilities[best]):.4f}",
+                "error": "",
+            }
+            row.update({f"p_{name}": f"{float(p):.4f}" for name, p in zip(dm.classes, probabilities)})
+            self.rows.append(row)
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        dm = trainer.datamodule
+        self.rows.extend({"source": file, "error": why} for file, why in dm.unreadable)
+        path = Path(self.output) if self.output else Path(trainer.log_dir or ".") / "predictions.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        columns = ["source", "true_class", "predicted_class", "confidence", "error"] + [f"p_{c}" for c in dm.classes]
+        with open(path, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(self.rows)
+        skipped = f"; {len(dm.unreadable)} file(s) were not readable images (listed there)" if dm.unreadable else ""
+        rank_zero_info(f"Wrote {len(self.rows) - len(dm.unreadable)} predictions to {path}{skipped}.")
