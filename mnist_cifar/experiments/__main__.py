@@ -1,0 +1,53 @@
+"""`python -m mnist_cifar.experiments {list,run,report}`: see the package docstring."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mnist_cifar.errors import UserFacingError
+from mnist_cifar.experiments import definition
+from mnist_cifar.experiments.report import write_report
+from mnist_cifar.experiments.runner import run_experiment
+
+
+def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="python -m mnist_cifar.experiments", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="the experiments and their variants")
+    for name, text in (("run", "run the missing runs, then write the report"), ("report", "rebuild the report")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("experiment")
+        command.add_argument("--root", type=Path, default=Path("lightning_logs"), help="where runs are logged")
+        command.add_argument("--report_dir", type=Path, help="default: <root>/experiments/<experiment>")
+        if name == "run":
+            command.add_argument("--seeds", type=int, default=3)
+            command.add_argument("--data_dir", help="passed to every run as --data.data_dir")
+            command.add_argument("--only", nargs="+", help="run only these variants")
+    # Anything else (e.g. --trainer.max_epochs=2) is passed to every run as a LightningCLI override.
+    return parser.parse_known_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, extra = parse(argv)
+    try:
+        if args.command == "list":
+            for name in definition.available():
+                experiment = definition.load(name)
+                print(f"{name}: {experiment.description}\n    " + ", ".join(v.name for v in experiment.variants))
+            return
+        experiment = definition.load(args.experiment)
+        if args.command == "run":
+            extra = extra + ([f"--data.data_dir={args.data_dir}"] if args.data_dir else [])
+            for variant, seed, outcome in run_experiment(experiment, args.seeds, args.root, extra, args.only):
+                print(f"{variant} seed {seed}: {outcome}")
+        report = write_report(experiment, args.root, args.report_dir or args.root / "experiments" / experiment.name)
+        print(f"report: {report}" if report else "no finished runs to report yet")
+    except UserFacingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

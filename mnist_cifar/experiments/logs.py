@@ -1,0 +1,23 @@
+"""Read a run's TensorBoard events back: the scalars the report needs, and whether the run finished."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar tag of a run folder as (step, value) pairs, merged over all its event files."""
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for events in sorted(run_dir.glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
+    return scalars
+
+
+def is_complete(run_dir: Path) -> bool:
+    """A run is complete once its best checkpoint was tested: `test/acc` is in its logs."""
+    return run_dir.is_dir() and "test/acc" in read_scalars(run_dir)

@@ -1,0 +1,132 @@
+"""Turn an experiment's run folders into a per-run CSV, a Markdown table (mean ± std over seeds) and a plot."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mnist_cifar.experiments.definition import Experiment
+from mnist_cifar.experiments.logs import read_scalars
+
+
+@dataclass
+class RunResult:
+    variant: str
+    seed: int
+    test_acc: float
+    best_val_acc: float
+    best_epoch: int  # 1-based: the epoch whose checkpoint was tested
+    final_train_acc: float
+    epochs: int
+    parameters: int
+    fit_seconds: float
+    train_images_per_s: float
+
+
+def _values(scalars: dict, tag: str) -> list[float]:
+    return [value for _, value in sorted(scalars.get(tag, []))]
+
+
+def read_run(folder: Path, variant: str) -> RunResult | None:
+    scalars = read_scalars(folder)
+    if "test/acc" not in scalars:
+        return None
+    val = _values(scalars, "val/acc")
+    speed = _values(scalars, "run/train_images_per_s")
+    return RunResult(
+        variant=variant,
+        seed=int(folder.name.removeprefix("seed")),
+        test_acc=_values(scalars, "test/acc")[-1],
+        best_val_acc=max(val, default=float("nan")),
+        best_epoch=val.index(max(val)) + 1 if val else 0,
+        final_train_acc=(_values(scalars, "train/acc") or [float("nan")])[-1],
+        epochs=len(val),
+        parameters=int((_values(scalars, "run/parameters") or [0])[-1]),
+        fit_seconds=(_values(scalars, "run/fit_seconds") or [float("nan")])[-1],
+        train_images_per_s=statistics.fmean(speed) if speed else float("nan"),
+    )
+
+
+def collect(experiment: Experiment, root: Path) -> list[RunResult]:
+    results = []
+    for variant in experiment.variants:
+        for folder in sorted((root / "experiments" / experiment.name / variant.name).glob("seed*")):
+            result = read_run(folder, variant.name)
+            if result is not None:
+                results.append(result)
+    return results
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def markdown_table(experiment: Experiment, results: list[RunResult]) -> str:
+    lines = [
+        "| variant | seeds | test acc (mean ± std) | final train acc | best val acc | best epoch / epochs | parameters "
+        "| fit time | train images/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for variant in experiment.variants:
+        runs = [r for r in results if r.variant == variant.name]
+        if not runs:
+            continue
+        test_mean, test_std = _mean_std([r.test_acc for r in runs])
+        train = statistics.fmean(r.final_train_acc for r in runs)
+        val = statistics.fmean(r.best_val_acc for r in runs)
+        best_epoch = statistics.fmean(r.best_epoch for r in runs)
+        lines.append(
+            f"| {variant.name} | {len(runs)} | {100 * test_mean:.2f} ± {100 * test_std:.2f} % | {100 * train:.2f} % "
+            f"| {100 * val:.2f} % | {best_epoch:.1f} / {runs[0].epochs} | {runs[0].parameters:,} "
+            f"| {statistics.fmean(r.fit_seconds for r in runs):.0f} s "
+            f"| {statistics.fmean(r.train_images_per_s for r in runs):,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(experiment: Experiment, results: list[RunResult], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [v.name for v in experiment.variants if any(r.variant == v.name for r in results)]
+    groups = {name: [r for r in results if r.variant == name] for name in names}
+    test = [_mean_std([100 * r.test_acc for r in groups[n]]) for n in names]
+    train = [statistics.fmean(100 * r.final_train_acc for r in groups[n]) for n in names]
+    speed = [statistics.fmean(r.train_images_per_s for r in groups[n]) for n in names]
+    x = range(len(names))
+    figure, (accuracy_axis, speed_axis) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(names)), 4.5))
+    accuracy_axis.bar([i - 0.2 for i in x], train, width=0.4, label="final train acc")
+    accuracy_axis.bar([i + 0.2 for i in x], [m for m, _ in test], width=0.4, yerr=[s for _, s in test], capsize=3,
+                      label="test acc (mean ± std)")
+    low = min(min(train), min(m for m, _ in test))
+    accuracy_axis.set_ylim(max(0.0, low - 5), 100)
+    accuracy_axis.set_ylabel("accuracy (%)")
+    accuracy_axis.legend(loc="lower right")
+    speed_axis.bar(list(x), speed, color="tab:green")
+    speed_axis.set_ylabel("training images/s")
+    for axis in (accuracy_axis, speed_axis):
+        axis.set_xticks(list(x), names, rotation=30, ha="right")
+    figure.suptitle(experiment.description, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_report(experiment: Experiment, root: Path, out_dir: Path) -> Path | None:
+    """Write results.csv, results.md and <name>.png into out_dir; None when no run has finished yet."""
+    results = collect(experiment, root)
+    if not results:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "results.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(asdict(results[0])))
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in results)
+    table = markdown_table(experiment, results)
+    (out_dir / "results.md").write_text(f"## {experiment.name}\n\n{experiment.description}\n\n{table}\n\n![{experiment.name}]({experiment.name}.png)\n")
+    plot(experiment, results, out_dir / f"{experiment.name}.png")
+    return out_dir / "results.md"

@@ -1,0 +1,40 @@
+"""Log what a run cost next to what it learned: parameters, training images/s per epoch, and the fit's wall time.
+
+The experiment reports are built from the TensorBoard logs alone, so these figures are logged as scalars
+(`run/parameters`, `run/train_images_per_s`, `run/epoch_train_seconds`, `run/fit_seconds`) like any metric.
+Training time is counted from the first to the last training batch of each epoch: validation is excluded.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+
+
+class RunStats(L.Callback):
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.fit_start = time.perf_counter()
+        parameters = sum(p.numel() for p in pl_module.parameters())
+        for logger in trainer.loggers:
+            logger.log_metrics({"run/parameters": parameters}, step=0)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch_start, self.images, self.last_batch_end = time.perf_counter(), 0, None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.images += len(batch[1])
+        self.last_batch_end = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.last_batch_end is None:
+            return
+        seconds = self.last_batch_end - self.epoch_start
+        pl_module.log("run/epoch_train_seconds", seconds)
+        pl_module.log("run/train_images_per_s", self.images / max(seconds, 1e-9))
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for logger in trainer.loggers:
+            logger.log_metrics({"run/fit_seconds": time.perf_counter() - self.fit_start}, step=trainer.global_step)
