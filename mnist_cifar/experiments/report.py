@@ -74,11 +74,12 @@ def markdown_table(experiment: Experiment, results: list[RunResult]) -> str:
         if not runs:
             continue
         test_mean, test_std = _mean_std([r.test_acc for r in runs])
+        spread = f" ± {100 * test_std:.2f}" if len(runs) > 1 else ""  # one seed has no spread to show
         train = statistics.fmean(r.final_train_acc for r in runs)
         val = statistics.fmean(r.best_val_acc for r in runs)
         best_epoch = statistics.fmean(r.best_epoch for r in runs)
         lines.append(
-            f"| {variant.name} | {len(runs)} | {100 * test_mean:.2f} ± {100 * test_std:.2f} % | {100 * train:.2f} % "
+            f"| {variant.name} | {len(runs)} | {100 * test_mean:.2f}{spread} % | {100 * train:.2f} % "
             f"| {100 * val:.2f} % | {best_epoch:.1f} / {runs[0].epochs} | {runs[0].parameters:,} "
             f"| {statistics.fmean(r.fit_seconds for r in runs):.0f} s "
             f"| {statistics.fmean(r.train_images_per_s for r in runs):,.0f} |"
