@@ -209,7 +209,8 @@ def test_predict_own_images_writes_class_names_and_reports_unreadable_files(mnis
         assert sum(probabilities) == pytest.approx(1, abs=1e-3)
         assert rows[name]["predicted_class"] == str(max(range(10), key=probabilities.__getitem__))
 
-    single = cli("predict", "--ckpt_path", best, "--data.predict_path", str(folder / "photo.png"))
+    single = cli("predict", "--ckpt_path", best, "--data.predict_path", str(folder / "photo.png"),
+                 "--data.data_dir", str(tmp_path / "no_data_set_here"), "--data.download", "false")
     written = Path(single.trainer.log_dir) / "predictions.csv"
     assert [Path(r["source"]).name for r in _predictions(written)] == ["photo.png"]
 

@@ -149,7 +149,7 @@ class ImageDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def prepare_data(self) -> None:
-        if self.find_source() is not None:
+        if self._predicting_user_images() or self.find_source() is not None:
             return
         if not self.hparams.download:
             raise self._not_found("download is disabled (data.download: false)")
@@ -159,6 +159,10 @@ class ImageDataModule(L.LightningDataModule):
             raise self._not_found(f"downloading it failed ({type(error).__name__}: {error})") from error
         if self.find_source() is None:
             raise self._not_found("the download finished but left no readable copy")
+
+    def _predicting_user_images(self) -> bool:
+        """`predict` on the user's own files needs no copy of the data set itself."""
+        return bool(self.hparams.predict_path) and self.trainer is not None and self.trainer.state.fn == "predict"
 
     def _not_found(self, why: str) -> DataNotFoundError:
         return DataNotFoundError(
