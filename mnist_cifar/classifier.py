@@ -59,7 +59,7 @@ class ImageClassifier(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def _shared_step(self, batch: Batch, stage: str) -> Tensor:
+    def _shared_step(self, batch: Batch, stage: str) -> tuple[Tensor, Tensor]:
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
@@ -68,16 +68,17 @@ class ImageClassifier(L.LightningModule):
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(labels))
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
-        return loss
+        return loss, logits
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")
+        return self._shared_step(batch, "train")[0]
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._shared_step(batch, "val")
 
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+    def test_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        """Returns the logits, so callbacks (confusion matrix, worst mistakes) need no second forward pass."""
+        return self._shared_step(batch, "test")[1]
 
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """Class probabilities for each image of the batch."""

@@ -1,0 +1,151 @@
+"""The TensorBoard callbacks: what a tiny fit + test writes, read back from its event files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import lightning as L
+import pytest
+import torch
+from conftest import DEFAULT_CONFIG, ROOT
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+from torchvision.io import decode_png
+
+from mnist_cifar import callbacks
+from mnist_cifar.callbacks import AugmentedSamples, ConfidentMistakes, ConfusionMatrix, HParamsWithResults
+from mnist_cifar.classifier import ImageClassifier
+from mnist_cifar.cli import ExperimentCLI, run
+from mnist_cifar.data import CIFAR10DataModule
+from mnist_cifar.models import CifarLeNet
+
+CIFAR = str(ROOT / "configs" / "lenet_cifar.yaml")
+TINY = ["--data.val_size", "50", "--data.batch_size", "32", "--trainer.max_epochs", "1"]
+FIGURES = ("samples/train_augmented", "test/confusion_matrix", "test/confident_mistakes")
+
+
+def cli(*args: str) -> ExperimentCLI:
+    return run(list(args), default_config=DEFAULT_CONFIG)
+
+
+def find(result: ExperimentCLI, kind: type) -> object:
+    return next(callback for callback in result.trainer.callbacks if isinstance(callback, kind))
+
+
+@pytest.fixture(scope="module")
+def fitted(cifar_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentCLI, EventAccumulator]:
+    """One tiny CIFAR fit, ended by the test of its best checkpoint as every `fit` is, and its events."""
+    logs = tmp_path_factory.mktemp("logs")
+    result = cli("fit", "--config", CIFAR, "--data.data_dir", str(cifar_dir), *TINY,
+                 "--trainer.logger.init_args.save_dir", str(logs))
+    events = EventAccumulator(result.trainer.log_dir, size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    return result, events.Reload()
+
+
+def test_figures_are_written_as_images(fitted: tuple[ExperimentCLI, EventAccumulator]) -> None:
+    _, events = fitted
+    assert set(FIGURES) <= set(events.Tags()["images"])
+    for tag in FIGURES:
+        (image,) = events.Images(tag)  # exactly once per run
+        pixels = decode_png(torch.frombuffer(bytearray(image.encoded_image_string), dtype=torch.uint8))
+        assert pixels.shape[1:] == (image.height, image.width) and min(image.height, image.width) > 200
+        assert pixels.float().std() > 10  # a drawing, not a blank canvas
+
+
+def test_per_class_accuracy_adds_up_to_the_test_accuracy(fitted: tuple[ExperimentCLI, EventAccumulator]) -> None:
+    result, events = fitted
+    per_class = [events.Scalars(f"test/acc_{name}")[-1].value for name in CIFAR10DataModule.classes]
+    test_acc = result.trainer.callback_metrics["test/acc"].item()
+    assert sum(per_class) / 10 == pytest.approx(test_acc, abs=1e-6)  # the tiny test set has 6 images per class
+    counts = find(result, ConfusionMatrix).matrix.compute()
+    assert counts.sum() == 60 and counts.diag().sum() / 60 == pytest.approx(test_acc, abs=1e-6)
+
+
+def test_hparams_record_names_the_run_and_its_results(fitted: tuple[ExperimentCLI, EventAccumulator]) -> None:
+    result, events = fitted
+    content = events.PluginTagToContent("hparams")
+    experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {metric.name.tag for metric in experiment.metric_infos} == {"val/acc_best", "test/acc"}
+    start = HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info.hparams
+    assert start["model/net/class_path"].string_value == "mnist_cifar.models.CifarLeNet"
+    assert start["model/optimizer/init_args/lr"].number_value == pytest.approx(1e-3)
+    assert start["data/class"].string_value == "CIFAR10DataModule"
+    assert start["data/batch_size"].number_value == 32 and start["data/augment"].string_value == "True"
+
+    scalars = events.Tags()["scalars"]
+    best = result.trainer.checkpoint_callback.best_model_score.item()
+    assert events.Scalars("val/acc_best")[-1].value == pytest.approx(best)
+    assert "test/acc" in scalars and "hp_metric" not in scalars  # no placeholder record from the logger
+    files = sorted(Path(result.trainer.log_dir).glob("events.out.tfevents.*"))  # fit's, then the test's
+    records = [value.tag for file in files for event in EventFileLoader(str(file)).Load() for value in event.summary.value]
+    assert records.count("_hparams_/experiment") == 1  # TensorBoard keeps only the first; the test adds none
+
+
+def test_sample_grid_is_the_augmented_batch_the_network_trains_on(
+    cifar_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trained, drawn = [], []
+    training_step, displayable = ImageClassifier.training_step, callbacks.displayable
+    monkeypatch.setattr(ImageClassifier, "training_step",
+                        lambda self, batch, i: trained.append(batch[0]) or training_step(self, batch, i))
+    monkeypatch.setattr(callbacks, "displayable", lambda images, *a: drawn.append(images) or displayable(images, *a))
+    result = cli("fit", "--config", CIFAR, "--data.data_dir", str(cifar_dir), *TINY, "--test_after_fit", "false")
+
+    shown = drawn[0]
+    assert len(drawn) == 1 and len(shown) == 32
+    assert torch.equal(shown, trained[0][:32])  # the very images of the first training step
+    dm = result.datamodule
+    plain = dm.preprocess(dm.train_set.images)  # every training image without augmentation
+    unchanged = (shown[:, None] == plain[None]).flatten(2).all(2).any(1)
+    assert unchanged.sum() <= 2  # crop + flip moved (nearly) all of them
+    dm.hparams.augment = False
+    assert (dm.preprocess(dm.train_set.images[:4], train=True)[:, None] == plain[None]).flatten(2).all(2).any(1).all()
+
+
+def test_displayable_undoes_the_normalization() -> None:
+    dm = CIFAR10DataModule()
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    assert torch.equal(callbacks.displayable(dm.preprocess(images), *dm.normalization), images)
+
+
+def test_confident_mistakes_keeps_only_the_top_wrong_predictions(tmp_path: Path) -> None:
+    trainer = SimpleNamespace(is_global_zero=True, loggers=[TensorBoardLogger(tmp_path)])
+    mistakes = ConfidentMistakes(count=3)
+    confidences = []
+    for seed in range(4):
+        generator = torch.Generator().manual_seed(seed)
+        logits, labels = torch.randn(20, 10, generator=generator) * 3, torch.randint(0, 10, (20,), generator=generator)
+        images = torch.arange(20.0).view(20, 1, 1, 1).expand(20, 1, 2, 2) + 100 * seed  # which image it was
+        mistakes.on_test_batch_end(trainer, None, logits, (images, labels), seed)
+        probabilities, predicted = logits.softmax(1).max(1)
+        confidences += [(p.item(), 100 * seed + i) for i, p in enumerate(probabilities) if predicted[i] != labels[i]]
+    expected = sorted(confidences, reverse=True)[:3]
+    assert mistakes.confidence.tolist() == pytest.approx([c for c, _ in expected])
+    assert mistakes.images[:, 0, 0, 0].tolist() == [float(i) for _, i in expected]
+    assert (mistakes.true != mistakes.predicted).all() and len(mistakes.images) == 3
+
+
+@pytest.mark.parametrize("logger", [["--trainer.fast_dev_run", "2"],
+                                    ["--trainer.logger", "lightning.pytorch.loggers.CSVLogger"]],
+                         ids=["fast_dev_run", "csv-logger"])
+def test_without_tensorboard_the_callbacks_do_nothing(cifar_dir: Path, logger: list[str]) -> None:
+    result = cli("fit", "--config", CIFAR, "--data.data_dir", str(cifar_dir), *TINY, "--trainer.limit_train_batches", "2",
+                 "--trainer.limit_val_batches", "1", *logger)
+    assert result.trainer.state.finished
+    assert not list(Path().rglob("events.out.tfevents.*"))
+    assert find(result, ConfusionMatrix).matrix is None and find(result, ConfidentMistakes).images is None
+
+
+def test_without_any_logger_the_callbacks_do_nothing(cifar_dir: Path) -> None:
+    every = [HParamsWithResults(), AugmentedSamples(), ConfusionMatrix(), ConfidentMistakes()]
+    trainer = L.Trainer(logger=False, callbacks=every, max_epochs=1, limit_train_batches=2, limit_val_batches=1,
+                        enable_checkpointing=False, enable_progress_bar=False)
+    model = ImageClassifier(CifarLeNet((3, 32, 32), 10))
+    dm = CIFAR10DataModule(data_dir=str(cifar_dir), val_size=50, batch_size=32)
+    trainer.fit(model, datamodule=dm)
+    trainer.test(model, datamodule=dm)
+    assert trainer.callback_metrics["test/acc"] >= 0 and not every[1].done
+    assert every[2].matrix is None and every[3].images is None
