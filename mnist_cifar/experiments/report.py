@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import statistics
+import textwrap
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def plot(experiment: Experiment, results: list[RunResult], path: Path) -> None:
     speed_axis.set_ylabel("training images/s")
     for axis in (accuracy_axis, speed_axis):
         axis.set_xticks(list(x), names, rotation=30, ha="right")
-    figure.suptitle(experiment.description, fontsize=9)
+    figure.suptitle(textwrap.fill(experiment.description, 110), fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
