@@ -233,3 +233,21 @@ def test_val_size_larger_than_the_training_set_is_refused(mnist_dir: Path) -> No
 def test_class_names_and_shapes() -> None:
     assert CIFAR10DataModule.classes == CIFAR_CLASSES
     assert MNISTDataModule().input_shape == (1, 28, 28) and CIFAR10DataModule().input_shape == (3, 32, 32)
+
+
+def test_predict_folder_without_any_readable_image_names_the_files(tmp_path: Path) -> None:
+    from mnist_cifar.data.user_images import read_user_images
+
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(DataNotFoundError, match="None of the 1 file.*notes.txt"):
+        read_user_images(tmp_path, (1, 28, 28))
+
+
+def test_unwritable_cache_warns_and_still_loads(tmp_path: Path) -> None:
+    write_image_folder(tmp_path / "folder", n_train=20, n_test=10)
+    blocker = tmp_path / "cache_is_a_file"
+    blocker.write_text("not a folder")
+    dm = CIFAR10DataModule(data_dir=str(tmp_path / "folder"), cache_dir=str(blocker / "sub"))
+    with pytest.warns(UserWarning, match="decoded-image cache"):
+        images, _ = dm._load("test")
+    assert images.shape == (10, 3, 32, 32)
