@@ -18,6 +18,11 @@ def check_checkpoint(path: str) -> None:
     """Raise `CheckpointError` unless `path` is a file holding a Lightning checkpoint (a dict with a state_dict)."""
     if path in SPECIAL_CKPT_PATHS or path.startswith("registry:"):
         return
+    load_checkpoint(path)
+
+
+def load_checkpoint(path: str) -> dict:
+    """The checkpoint at `path` (memory-mapped, on the CPU), or a `CheckpointError` that says what is wrong."""
     file = Path(path).expanduser()
     if not file.is_file():
         what = "is a folder, not a file" if file.is_dir() else "does not exist"
@@ -34,11 +39,12 @@ def check_checkpoint(path: str) -> None:
         raise CheckpointError(
             f"The file {path} is a PyTorch file but not a Lightning checkpoint (it has no 'state_dict'). {WHERE}"
         )
+    return checkpoint
 
 
 def config_from_checkpoint(path: str) -> dict:
     """The `model` and `data` config a checkpoint was trained with, read from its saved hyperparameters."""
-    checkpoint = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True, mmap=True)
+    checkpoint = load_checkpoint(path)
     config: dict = {}
     model = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
     if model:
@@ -71,7 +77,6 @@ def with_checkpoint_config(argv: list[str]) -> list[str]:
     ckpt_path = _ckpt_path_in(argv)
     if command not in ("validate", "test", "predict") or not ckpt_path or ckpt_path in SPECIAL_CKPT_PATHS:
         return argv
-    check_checkpoint(ckpt_path)
     config = config_from_checkpoint(ckpt_path)
     if not config:
         return argv
