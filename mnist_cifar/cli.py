@@ -68,16 +68,19 @@ class ExperimentCLI(LightningCLI):
         trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
+def _defaults(default_config: Path | None) -> dict:
+    return {"default_config_files": [str(default_config)]} if default_config else {}
+
+
 def build(args: Sequence[str], default_config: Path | None = None) -> ExperimentCLI:
     """Parse a config and build model, data and trainer without running a subcommand (notebooks, benchmarks)."""
-    defaults = {"default_config_files": [str(default_config)]} if default_config else {}
-    return ExperimentCLI(ImageClassifier, ImageDataModule, subclass_mode_data=True, parser_kwargs=defaults,
-                         args=list(args), run=False)
+    return ExperimentCLI(ImageClassifier, ImageDataModule, subclass_mode_data=True,
+                         parser_kwargs=_defaults(default_config), args=list(args), run=False)
 
 
 def run(args: Sequence[str] | None = None, default_config: Path | None = None) -> ExperimentCLI:
     """Run one LightningCLI command; a `UserFacingError` is printed as one paragraph and exits with status 2."""
-    defaults = {"default_config_files": [str(default_config)]} if default_config else {}
+    defaults = _defaults(default_config)
     try:
         return ExperimentCLI(
             ImageClassifier,

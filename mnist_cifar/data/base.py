@@ -176,9 +176,11 @@ class ImageDataModule(L.LightningDataModule):
         if source is None:
             raise self._not_found("it was not downloaded (prepare_data did not run or download is disabled)")
         images, labels = self.read_split(source, split)
-        if self.hparams.grayscale and images.shape[1] == 3:
-            images = rgb_to_grayscale(images)
-        return images, labels
+        return self._to_input_channels(images), labels
+
+    def _to_input_channels(self, images: Tensor) -> Tensor:
+        """One luma channel when `grayscale` is on and the images are RGB; otherwise unchanged."""
+        return rgb_to_grayscale(images) if self.hparams.grayscale and images.shape[1] == 3 else images
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.train_set is None:
@@ -202,7 +204,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def _setup_user_images(self, path: Path) -> None:
         found = read_user_images(path, self.image_shape)
-        images = rgb_to_grayscale(found.images) if self.hparams.grayscale and found.images.shape[1] == 3 else found.images
+        images = self._to_input_channels(found.images)
         self.predict_set = TensorPairDataset(images, torch.full((len(images),), -1, dtype=torch.long))
         self.predict_sources, self.unreadable, self.predict_has_labels = found.sources, found.unreadable, False
 
