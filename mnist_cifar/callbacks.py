@@ -1,8 +1,9 @@
 """TensorBoard beyond the loss curves: hyperparameters with results, augmented samples, and what the test got wrong.
 
 Each callback writes to the run's `TensorBoardLogger` only and does nothing when there is none (no logger,
-another logger, `fast_dev_run`) or on other ranks than zero. Figures are drawn with matplotlib's Agg canvas
-directly, so importing this module never changes the pyplot backend of a notebook.
+another logger, `fast_dev_run`). Under DDP every rank collects (metrics sync across ranks, the mistakes are
+gathered), and rank zero alone draws and writes. Figures are drawn with matplotlib's Agg canvas directly, so
+importing this module never changes the pyplot backend of a notebook.
 
 - `HParamsWithResults`: the HParams tab, one row per run, with `val/acc_best` and `test/acc` filled in.
 - `AugmentedSamples`: once per fit, the first training batch exactly as the network sees it, with class names.
@@ -28,14 +29,19 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-RESULT_METRICS = ("val/acc_best", "test/acc")
+# What the HParams row shows, and the scalar tag it reads each from.
+RESULT_METRICS = {"val/acc_best": "hp/val_acc_best", "test/acc": "hp/test_acc"}
+
+
+def tensorboard_logger(trainer: L.Trainer) -> TensorBoardLogger | None:
+    """The run's TensorBoardLogger, on every rank (so all ranks agree on whether to collect)."""
+    return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
 
 
 def tensorboard(trainer: L.Trainer) -> SummaryWriter | None:
     """The run's SummaryWriter; None without a TensorBoardLogger or off rank zero."""
-    if not trainer.is_global_zero:
-        return None
-    return next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+    logger = tensorboard_logger(trainer)
+    return logger.experiment if logger is not None and trainer.is_global_zero else None
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, int | float | str]:
@@ -96,32 +102,27 @@ def normalization(trainer: L.Trainer) -> tuple[Sequence[float], Sequence[float]]
 class HParamsWithResults(L.Callback):
     """One HParams row per run: model and data hparams, with the best `val/acc` and the `test/acc` as metrics.
 
-    TensorBoard keeps only the *first* hparams record of a run and reads a metric's value from the
-    last scalar of that name, so the record is written once at the start (declaring both metrics) and the
-    values arrive as scalars: `test/acc` is the test's own, `val/acc_best` (the checkpoint callback's best
-    `val/acc`, else the last) is logged at the end of fit. For the same reason the logger's placeholder
-    `hp_metric` record (`default_hp_metric`), which Lightning would write first, is switched off.
+    TensorBoard keeps only the *first* hparams record of a run and reads each metric's value from the last
+    scalar of that name, so the record is written once, at setup, through `TensorBoardLogger.log_hyperparams`
+    with the result metrics declared (`hp/val_acc_best`, `hp/test_acc`; the logger writes them as 0 at step 0),
+    and the values arrive later as scalars of those names. The logger's own placeholder record
+    (`default_hp_metric`) must be off (default.yaml does so), or it would be the first.
     """
 
     def __init__(self) -> None:
         self.written: set[str] = set()
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        writer = tensorboard(trainer)
-        if writer is None or stage not in ("fit", "test") or writer.log_dir in self.written:
+        logger = tensorboard_logger(trainer)
+        if logger is None or stage not in ("fit", "test") or not trainer.is_global_zero or logger.log_dir in self.written:
             return
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger._default_hp_metric = False  # its constructor argument; Lightning's own record would win
         params = flatten(pl_module.hparams, "model/")
         datamodule = trainer.datamodule
         if datamodule is not None:
             params["data/class"] = type(datamodule).__name__
             params.update(flatten(datamodule.hparams, "data/"))
-        file_writer = writer._get_file_writer()  # as TensorBoardLogger.log_hyperparams does; add_hparams makes a sub-run
-        for summary in hparams_summary(params, dict.fromkeys(RESULT_METRICS, 0.0)):
-            file_writer.add_summary(summary)
-        self.written.add(writer.log_dir)
+        logger.log_hyperparams(params, metrics=dict.fromkeys(RESULT_METRICS.values(), 0.0))
+        self.written.add(logger.log_dir)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = tensorboard(trainer)
@@ -129,7 +130,13 @@ class HParamsWithResults(L.Callback):
         best = getattr(checkpoint, "best_model_score", None) if getattr(checkpoint, "monitor", None) == "val/acc" else None
         best = best if best is not None else trainer.callback_metrics.get("val/acc")
         if writer is not None and best is not None:
-            writer.add_scalar("val/acc_best", float(best), trainer.global_step)
+            writer.add_scalar(RESULT_METRICS["val/acc_best"], float(best), trainer.global_step)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = tensorboard(trainer)
+        accuracy = trainer.callback_metrics.get("test/acc")
+        if writer is not None and accuracy is not None:
+            writer.add_scalar(RESULT_METRICS["test/acc"], float(accuracy), trainer.global_step)
 
 
 class AugmentedSamples(L.Callback):
@@ -158,7 +165,10 @@ class AugmentedSamples(L.Callback):
 
 class ConfusionMatrix(L.Callback):
     """At test end: the confusion matrix (rows true, columns predicted; colour = share of the true class)
-    as a figure, and each class's accuracy (its recall) as the scalar `test/acc_<class>`.
+    as a figure, and each class's accuracy (its recall) logged as `test/acc_<class>`.
+
+    The matrix is updated on every rank and its `compute()` sums the ranks' counts, so under DDP the figure
+    and the per-class figures count every test image once, like `test/acc`.
     """
 
     def __init__(self) -> None:
@@ -169,23 +179,30 @@ class ConfusionMatrix(L.Callback):
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not isinstance(outputs, Tensor) or tensorboard(trainer) is None:
+        if not isinstance(outputs, Tensor) or tensorboard_logger(trainer) is None:
             return
         if self.matrix is None:
             self.matrix = MulticlassConfusionMatrix(num_classes=outputs.shape[1]).to(outputs.device)
         self.matrix.update(outputs, batch[1])
 
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.matrix is None:
+            return
+        counts = self.matrix.compute().cpu()  # a collective under DDP: every rank gets here
+        self.counts = counts
+        recall = counts.diag() / counts.sum(1).clamp(min=1)
+        names = class_names(trainer, len(counts))
+        supported = {f"test/acc_{name}": accuracy for name, accuracy, support in
+                     zip(names, recall.tolist(), counts.sum(1).tolist()) if support}
+        pl_module.log_dict(supported, sync_dist=True)  # identical on every rank: the mean changes nothing
+
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = tensorboard(trainer)
         if writer is None or self.matrix is None:
             return
-        counts = self.matrix.compute().cpu()
-        names = class_names(trainer, len(counts))
-        recall = counts.diag() / counts.sum(1).clamp(min=1)
-        for name, accuracy, support in zip(names, recall.tolist(), counts.sum(1).tolist()):
-            if support:
-                writer.add_scalar(f"test/acc_{name}", accuracy, trainer.global_step)
-        writer.add_image("test/confusion_matrix", confusion_figure(counts, names), trainer.global_step, dataformats="HWC")
+        names = class_names(trainer, len(self.counts))
+        writer.add_image("test/confusion_matrix", confusion_figure(self.counts, names), trainer.global_step,
+                         dataformats="HWC")
 
 
 def confusion_figure(counts: Tensor, names: Sequence[str]) -> np.ndarray:
@@ -229,18 +246,42 @@ class ConfidentMistakes(L.Callback):
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not isinstance(outputs, Tensor) or tensorboard(trainer) is None:
+        if not isinstance(outputs, Tensor) or tensorboard_logger(trainer) is None:
             return
         self.num_classes = outputs.shape[1]
         confidence, predicted = outputs.float().softmax(1).max(1)
         wrong = (predicted != batch[1]).nonzero().squeeze(1)
         top = wrong[confidence[wrong].topk(min(self.count, len(wrong))).indices]
-        images = batch[0][top].cpu() if self.images is None else torch.cat([self.images, batch[0][top].cpu()])
-        confidence = torch.cat([self.confidence, confidence[top].cpu()])
+        self.keep_top(batch[0][top].float().cpu(), confidence[top].cpu(), batch[1][top].cpu(), predicted[top].cpu())
+
+    def keep_top(self, images: Tensor, confidence: Tensor, true: Tensor, predicted: Tensor) -> None:
+        """Merge these candidates into the kept ones and keep the `count` most confident."""
+        images = images if self.images is None else torch.cat([self.images, images])
+        confidence = torch.cat([self.confidence, confidence])
         keep = confidence.topk(min(self.count, len(confidence))).indices
         self.images, self.confidence = images[keep], confidence[keep]
-        self.true = torch.cat([self.true, batch[1][top].cpu()])[keep]
-        self.predicted = torch.cat([self.predicted, predicted[top].cpu()])[keep]
+        self.true = torch.cat([self.true, true])[keep]
+        self.predicted = torch.cat([self.predicted, predicted])[keep]
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Under DDP, gather every rank's top `count` (padded to that size, so shapes agree) and keep the top."""
+        if trainer.world_size == 1 or tensorboard_logger(trainer) is None:
+            return
+        if self.images is None:  # this rank tested nothing; the others still wait for its part
+            self.images = torch.empty(0, *getattr(trainer.datamodule, "input_shape", (1, 1, 1)))
+        padding = self.count - len(self.images)
+        mine = (
+            torch.cat([self.images, self.images.new_zeros(padding, *self.images.shape[1:])]),
+            torch.cat([self.confidence, torch.full((padding,), -1.0)]),  # -1 marks padding
+            torch.cat([self.true, self.true.new_zeros(padding)]),
+            torch.cat([self.predicted, self.predicted.new_zeros(padding)]),
+        )
+        images, confidence, true, predicted = (pl_module.all_gather(t.to(pl_module.device)).flatten(0, 1).cpu()
+                                               for t in mine)
+        real = confidence >= 0
+        self.reset()
+        self.num_classes = pl_module.hparams.get("num_classes", 0) or self.num_classes
+        self.keep_top(images[real], confidence[real], true[real], predicted[real])
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = tensorboard(trainer)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 Batch = tuple[Tensor, Tensor]
@@ -53,6 +54,7 @@ class ImageClassifier(L.LightningModule):
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.accuracy = nn.ModuleList(MulticlassAccuracy(num_classes=num_classes, average="micro") for _ in STAGES)
+        self.mean_loss = nn.ModuleList(MeanMetric() for _ in STAGES)
         if input_shape is not None:
             self.example_input_array = torch.zeros(1, *input_shape)
 
@@ -64,9 +66,15 @@ class ImageClassifier(L.LightningModule):
         logits = self(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
         accuracy = self.accuracy[STAGES.index(stage)]
-        accuracy(logits, labels)
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        accuracy.update(logits, labels)  # its compute() at epoch end syncs the ranks
+        # `{stage}/loss` is the epoch's mean over every image of every rank. A MeanMetric syncs sums; `self.log`'s
+        # own `sync_dist` averages the ranks' image counts as integers (lightning 2.6.6), off when the total is odd.
+        # The per-step curve `train/loss_step` is this rank's own: syncing it would cost a collective a step.
+        mean_loss = self.mean_loss[STAGES.index(stage)]
+        mean_loss.update(loss.detach(), weight=len(labels))
+        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        if stage == "train":
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=len(labels))
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
         return loss, logits
 
@@ -82,7 +90,7 @@ class ImageClassifier(L.LightningModule):
 
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """Class probabilities for each image of the batch."""
-        return self(batch[0]).softmax(dim=-1)
+        return self(batch[0]).float().softmax(dim=-1)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer(self.parameters())

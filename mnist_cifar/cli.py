@@ -13,14 +13,16 @@ from pathlib import Path
 
 import torch
 from jsonargparse import Namespace
+from lightning.pytorch.accelerators import Accelerator, CPUAccelerator
 from lightning.pytorch.cli import LightningCLI
 
 from mnist_cifar.checkpoints import check_checkpoint, with_checkpoint_config
 from mnist_cifar.classifier import ImageClassifier
 from mnist_cifar.data import ImageDataModule
-from mnist_cifar.errors import UserFacingError
+from mnist_cifar.errors import ConfigError, UserFacingError
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+CPU_UNSUPPORTED_PRECISIONS = {"16", "16-mixed", "16-true"}
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
 
@@ -59,6 +61,17 @@ class ExperimentCLI(LightningCLI):
         if threads:
             torch.set_num_threads(threads)
 
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        check_precision(str(config.trainer.precision), self.trainer.accelerator)
+
+    def before_fit(self) -> None:
+        # Fix the run's version now: `ddp_spawn` fits and tests in fresh processes, and each would otherwise
+        # pick the next free `version_N` for itself, splitting one run over two folders.
+        for logger in self.trainer.loggers:
+            _ = logger.version
+
     def after_fit(self) -> None:
         trainer = self.trainer
         if not self.config.fit.test_after_fit or trainer.fast_dev_run or trainer.interrupted:
@@ -66,6 +79,16 @@ class ExperimentCLI(LightningCLI):
         callback = trainer.checkpoint_callback
         best = getattr(callback, "best_model_path", "") if callback else ""
         trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+def check_precision(precision: str, accelerator: Accelerator) -> None:
+    """Refuse a precision the device cannot run, instead of Lightning's silent substitute on the CPU."""
+    if isinstance(accelerator, CPUAccelerator) and precision in CPU_UNSUPPORTED_PRECISIONS:
+        raise ConfigError(
+            f"--trainer.precision {precision} is for CUDA GPUs: on the CPU, 16-mixed silently becomes bf16-mixed, "
+            f"and 16-true (float16 weights without loss scaling) diverged to NaN in the first epoch here. On the "
+            f"CPU use 32-true (the default), 64-true, bf16-mixed or bf16-true; on a GPU, prefer bf16-mixed."
+        )
 
 
 def _defaults(default_config: Path | None) -> dict:

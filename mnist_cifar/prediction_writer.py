@@ -2,6 +2,8 @@
 
 Rows for the user's own files (`--data.predict_path`) name the file; rows for the test set name `test[i]` and
 its true class. Files that were not readable images get a row with the reason, so nothing is silently lost.
+Under DDP each rank predicts its own shard; the rows are gathered to rank zero, which writes them once, in
+input order.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch.distributed as dist
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
@@ -24,7 +27,7 @@ class PredictionCSVWriter(BasePredictionWriter):
     def __init__(self, output: str | None = None) -> None:
         super().__init__(write_interval="batch")
         self.output = output
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[tuple[int, dict[str, Any]]] = []  # (input index, row)
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.rows = []
@@ -51,17 +54,25 @@ class PredictionCSVWriter(BasePredictionWriter):
                 "error": "",
             }
             row.update({f"p_{name}": f"{float(p):.4f}" for name, p in zip(dm.classes, probabilities)})
-            self.rows.append(row)
+            self.rows.append((int(index), row))
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        rows = self.rows
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            every_rank: list[Any] = [None] * trainer.world_size
+            dist.all_gather_object(every_rank, rows)
+            rows = [row for part in every_rank for row in part]
+        path = Path(self.output) if self.output else Path(trainer.log_dir or ".") / "predictions.csv"  # a collective
+        if not trainer.is_global_zero:
+            return
         dm = trainer.datamodule
-        self.rows.extend({"source": file, "error": why} for file, why in dm.unreadable)
-        path = Path(self.output) if self.output else Path(trainer.log_dir or ".") / "predictions.csv"
+        rows.sort(key=lambda indexed: indexed[0])
+        table = [row for _, row in rows] + [{"source": file, "error": why} for file, why in dm.unreadable]
         path.parent.mkdir(parents=True, exist_ok=True)
         columns = ["source", "true_class", "predicted_class", "confidence", "error"] + [f"p_{c}" for c in dm.classes]
         with open(path, "w", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=columns, restval="")
             writer.writeheader()
-            writer.writerows(self.rows)
+            writer.writerows(table)
         skipped = f"; {len(dm.unreadable)} file(s) were not readable images (listed there)" if dm.unreadable else ""
-        rank_zero_info(f"Wrote {len(self.rows) - len(dm.unreadable)} predictions to {path}{skipped}.")
+        rank_zero_info(f"Wrote {len(rows)} predictions to {path}{skipped}.")

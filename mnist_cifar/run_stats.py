@@ -3,6 +3,7 @@
 The experiment reports are built from the TensorBoard logs alone, so these figures are logged as scalars
 (`run/parameters`, `run/train_images_per_s`, `run/epoch_train_seconds`, `run/fit_seconds`) like any metric.
 Training time is counted from the first to the last training batch of each epoch: validation is excluded.
+Under DDP, images/s is the sum over the ranks, and the epoch time is the slowest rank's.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ class RunStats(L.Callback):
         if self.last_batch_end is None:
             return
         seconds = self.last_batch_end - self.epoch_start
-        pl_module.log("run/epoch_train_seconds", seconds)
-        pl_module.log("run/train_images_per_s", self.images / max(seconds, 1e-9))
+        pl_module.log("run/epoch_train_seconds", seconds, sync_dist=True, reduce_fx="max")
+        # Under DDP every rank trains on its own images at once: the run's rate is the sum over ranks.
+        pl_module.log("run/train_images_per_s", self.images / max(seconds, 1e-9), sync_dist=True, reduce_fx="sum")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for logger in trainer.loggers:

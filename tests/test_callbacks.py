@@ -68,7 +68,7 @@ def test_hparams_record_names_the_run_and_its_results(fitted: tuple[ExperimentCL
     result, events = fitted
     content = events.PluginTagToContent("hparams")
     experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    assert {metric.name.tag for metric in experiment.metric_infos} == {"val/acc_best", "test/acc"}
+    assert {metric.name.tag for metric in experiment.metric_infos} == {"hp/val_acc_best", "hp/test_acc"}
     start = HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info.hparams
     assert start["model/net/class_path"].string_value == "mnist_cifar.models.CifarLeNet"
     assert start["model/optimizer/init_args/lr"].number_value == pytest.approx(1e-3)
@@ -77,8 +77,9 @@ def test_hparams_record_names_the_run_and_its_results(fitted: tuple[ExperimentCL
 
     scalars = events.Tags()["scalars"]
     best = result.trainer.checkpoint_callback.best_model_score.item()
-    assert events.Scalars("val/acc_best")[-1].value == pytest.approx(best)
-    assert "test/acc" in scalars and "hp_metric" not in scalars  # no placeholder record from the logger
+    assert events.Scalars("hp/val_acc_best")[-1].value == pytest.approx(best)
+    assert events.Scalars("hp/test_acc")[-1].value == pytest.approx(result.trainer.callback_metrics["test/acc"].item())
+    assert "hp_metric" not in scalars  # no placeholder record from the logger
     files = sorted(Path(result.trainer.log_dir).glob("events.out.tfevents.*"))  # fit's, then the test's
     records = [value.tag for file in files for event in EventFileLoader(str(file)).Load() for value in event.summary.value]
     assert records.count("_hparams_/experiment") == 1  # TensorBoard keeps only the first; the test adds none

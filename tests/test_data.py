@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.plugins.precision import Precision
 from conftest import CIFAR_CLASSES, write_cifar_batches, write_image_folder, write_mnist
 
 from mnist_cifar.data import CIFAR10DataModule, MNISTDataModule
@@ -107,6 +108,7 @@ def test_horizontal_flip_flips_about_half_and_keeps_the_rest() -> None:
 class _FakeTrainer:
     def __init__(self, training: bool) -> None:
         self.training = training
+        self.precision_plugin = Precision()
 
 
 def test_only_training_batches_are_augmented(cifar_dir: Path) -> None:

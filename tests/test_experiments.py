@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from conftest import DEFAULT_CONFIG
+from conftest import DEFAULT_CONFIG, ROOT
 
 from mnist_cifar.cli import build
-from mnist_cifar.experiments import definition, runner
+from mnist_cifar.experiments import definition
 from mnist_cifar.experiments.__main__ import main as experiments_main
 
 SWEEPS = [name for name in definition.available() if name != "architectures"]  # those are the shipped configs
@@ -40,49 +45,53 @@ def test_overrides_change_what_runs() -> None:
     assert fc.trainer.max_epochs == 5
 
 
+TINY_EXPERIMENT = (
+    "description: two LeNets\n"
+    "config: configs/lenet_mnist.yaml\n"
+    "args: {trainer.max_epochs: 2, data.init_args.val_size: 50, data.init_args.batch_size: 64, "
+    "trainer.enable_progress_bar: false}\n"
+    "variants:\n"
+    "  relu: {}\n"
+    "  sigmoid: {args: {model.net.init_args.activation: sigmoid}}\n"
+)
+
+
 @pytest.fixture()
-def tiny_experiment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    folder = tmp_path / "experiments"
-    folder.mkdir()
-    (folder / "tiny.yaml").write_text(
-        "description: two LeNets\n"
-        "config: configs/lenet_mnist.yaml\n"
-        "args: {trainer.max_epochs: 2, data.init_args.val_size: 50, data.init_args.batch_size: 64}\n"
-        "variants:\n"
-        "  relu: {}\n"
-        "  sigmoid: {args: {model.net.init_args.activation: sigmoid}}\n"
-    )
-    monkeypatch.setattr(definition, "EXPERIMENTS_DIR", folder)
-    return "tiny"
+def tiny_experiment(tmp_path: Path) -> str:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_EXPERIMENT)
+    return str(path)
 
 
-def test_sweep_runs_every_seed_reports_and_resumes(tiny_experiment: str, mnist_dir: Path, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_sweep_runs_side_by_side_reports_and_resumes(tiny_experiment: str, mnist_dir: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
     root = tmp_path / "logs"
-    experiments_main(["run", tiny_experiment, "--seeds", "2", "--root", str(root), "--data_dir", str(mnist_dir)])
-    out = root / "experiments" / tiny_experiment
+    experiments_main(["run", tiny_experiment, "--seeds", "2", "--root", str(root), "--data_dir", str(mnist_dir),
+                      "--jobs", "2"])
+    events = [line.split(" (")[0] for line in capsys.readouterr().out.splitlines() if line.startswith(("start", "end"))]
+    assert events[:2] == ["start relu seed 42", "start sigmoid seed 42"]  # two processes at once
+    assert len(events) == 8 and all(e.endswith(": ran") for e in events if e.startswith("end"))
+    out = root / "experiments" / "tiny"
     for variant in ("relu", "sigmoid"):
         for seed in (42, 43):
             assert (out / variant / f"seed{seed}" / "config.yaml").is_file()
+            assert "test/acc" in (out / variant / f"seed{seed}" / "output.log").read_text()
     with open(out / "results.csv") as file:
         rows = list(csv.DictReader(file))
     assert sorted((r["variant"], r["seed"]) for r in rows) == [("relu", "42"), ("relu", "43"), ("sigmoid", "42"), ("sigmoid", "43")]
     assert all(0 <= float(r["test_acc"]) <= 1 and r["epochs"] == "2" and int(r["parameters"]) == 61_706 for r in rows)
     table = (out / "results.md").read_text()
-    assert "| relu | 2 |" in table and "±" in table and (out / f"{tiny_experiment}.png").stat().st_size > 1000
+    assert "| relu | 2 |" in table and "±" in table and (out / "tiny.png").stat().st_size > 1000
 
-    # A second run trains nothing; an interrupted run (no test/acc in its logs) is redone from scratch.
+    # A second run trains nothing but the run whose logs lack its test (as a killed run's do).
     (out / "sigmoid" / "seed43").rename(tmp_path / "kept")
     (out / "sigmoid" / "seed43").mkdir()
     (out / "sigmoid" / "seed43" / "leftover.txt").write_text("from a killed run")
-    started = []
-    real_run = runner.run
-    monkeypatch.setattr(runner, "run", lambda args, **kw: started.append(args) or real_run(args, **kw))
-    capsys.readouterr()
     experiments_main(["run", tiny_experiment, "--seeds", "2", "--root", str(root), "--data_dir", str(mnist_dir)])
-    assert len(started) == 1 and "--seed_everything=43" in started[0] and "--trainer.logger.init_args.name=sigmoid" in started[0]
+    printed = capsys.readouterr().out
+    assert [line.split(" (")[0] for line in printed.splitlines() if line.startswith("start")] == ["start sigmoid seed 43"]
     assert not (out / "sigmoid" / "seed43" / "leftover.txt").exists()
-    assert "relu seed 42: done before" in capsys.readouterr().out
+    assert "relu seed 42: done before" in printed and "sigmoid seed 43: ran" in printed
 
 
 def test_report_alone_rebuilds_from_logs(tiny_experiment: str, mnist_dir: Path, tmp_path: Path) -> None:
@@ -93,6 +102,50 @@ def test_report_alone_rebuilds_from_logs(tiny_experiment: str, mnist_dir: Path, 
     experiments_main(["report", tiny_experiment, "--root", str(root), "--report_dir", str(report_dir)])
     assert "| relu | 1 |" in (report_dir / "results.md").read_text()
     assert "sigmoid" not in (report_dir / "results.md").read_text()
+
+
+def test_a_failed_run_fails_the_sweep_by_name(tmp_path: Path, mnist_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(TINY_EXPERIMENT.replace("sigmoid: {args: {", "sigmoid: {args: {data.init_args.val_size: -3, "))
+    with pytest.raises(SystemExit) as exit_info:
+        experiments_main(["run", str(path), "--seeds", "1", "--root", str(tmp_path / "logs"), "--data_dir",
+                          str(mnist_dir), "--trainer.max_epochs=1"])
+    assert exit_info.value.code == 1
+    captured = capsys.readouterr()
+    assert "relu seed 42: ran" in captured.out
+    assert "1 run(s) did not finish: sigmoid seed 42 (failed (exit 2)" in captured.err
+
+
+def test_ctrl_c_stops_the_whole_sweep(tiny_experiment: str, mnist_dir: Path, tmp_path: Path) -> None:
+    runner_process = subprocess.Popen(
+        [sys.executable, "-m", "mnist_cifar.experiments", "run", tiny_experiment, "--seeds", "3", "--root",
+         str(tmp_path / "logs"), "--data_dir", str(mnist_dir), "--trainer.max_epochs=1000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    first = runner_process.stdout.readline()
+    assert first.startswith("start relu seed 42 (pid ")
+    child = int(first.split("(pid ")[1].split(")")[0])
+    config = tmp_path / "logs" / "experiments" / "tiny" / "relu" / "seed42" / "config.yaml"
+    deadline = time.monotonic() + 120
+    while not config.is_file() and time.monotonic() < deadline:  # written when fit starts
+        time.sleep(0.2)
+    time.sleep(1)
+    runner_process.send_signal(signal.SIGINT)  # to the runner alone, as a signal from another process would be
+    out, err = runner_process.communicate(timeout=120)
+    assert runner_process.returncode == 130
+    assert "start" not in out  # nothing else was started
+    assert "stopped (SIGINT)" in err and "Traceback" not in err
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # the run in flight is gone too
+
+
+def test_unknown_key_in_an_experiment_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text(TINY_EXPERIMENT.replace("sigmoid: {args:", "sigmoid: {arsg:"))
+    with pytest.raises(SystemExit) as exit_info:
+        experiments_main(["run", str(path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "variant 'sigmoid'" in err and "arsg" in err
 
 
 def test_unknown_experiment_is_named(capsys: pytest.CaptureFixture) -> None:

@@ -19,12 +19,18 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 
 from mnist_cifar.data import augment
+from mnist_cifar.data.sampling import ShardSampler
 from mnist_cifar.data.sources import Split
 from mnist_cifar.data.user_images import read_user_images
 from mnist_cifar.errors import ConfigError, DataNotFoundError
 
 DATA_ENV = "MNIST_CIFAR_DATA"
 CACHE_ENV = "MNIST_CIFAR_CACHE"
+
+
+def run_seed() -> int:
+    """The run's `seed_everything` value (Lightning exports it as PL_GLOBAL_SEED); 0 when none was set."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
 
 class TensorPairDataset(Dataset):
@@ -213,13 +219,18 @@ class ImageDataModule(L.LightningDataModule):
         if dataset is None:
             raise RuntimeError("Call setup() with the matching stage before asking for a dataloader.")
         workers = self.hparams.num_workers
+        batch_size = self.hparams.batch_size if train else self.hparams.eval_batch_size or self.hparams.batch_size
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        sampler = ShardSampler(dataset, shuffle=train, seed=run_seed(), num_replicas=world, rank=rank,
+                               batch_size=batch_size)
         return DataLoader(
             dataset,
-            batch_size=self.hparams.batch_size if train else self.hparams.eval_batch_size or self.hparams.batch_size,
-            shuffle=train,
+            batch_size=batch_size,
+            sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
             collate_fn=keep_batch,
+            generator=torch.Generator(),  # else each epoch's iterator draws a seed from the global RNG
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -236,11 +247,14 @@ class ImageDataModule(L.LightningDataModule):
 
     # -- transforms ----------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Lightning converts the inputs for `*-true` precisions before this hook, while they are still uint8:
+        # what is made here gets the same conversion, so it reaches the network in the dtype it computes in.
+        convert = self.trainer.precision_plugin.convert_input if self.trainer is not None else (lambda data: data)
         if not isinstance(batch, (tuple, list)) or batch[0].dtype != torch.uint8:
-            return batch  # not one of our loaders' batches, e.g. the model summary's example input
+            return convert(batch)  # not one of our loaders' batches, e.g. the model summary's example input
         images, labels = batch
         training = self.trainer is not None and self.trainer.training
-        return self.preprocess(images, train=training), labels
+        return convert(self.preprocess(images, train=training)), labels
 
     def preprocess(self, images: Tensor, train: bool = False) -> Tensor:
         """uint8 images to the normalized float batch a network sees; `train` adds the augmentation."""

@@ -49,14 +49,34 @@ def available() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
 
 
+EXPERIMENT_KEYS = {"description", "config", "args", "variants"}
+VARIANT_KEYS = {"config", "args"}
+
+
 def load(name: str) -> Experiment:
-    path = EXPERIMENTS_DIR / f"{name}.yaml"
+    """The experiment `configs/experiments/<name>.yaml`, or the YAML file `name` names."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else EXPERIMENTS_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise ConfigError(f"No experiment {name!r} in {EXPERIMENTS_DIR}; choose one of: {', '.join(available())}.")
-    spec = yaml.safe_load(path.read_text())
+        raise ConfigError(f"No experiment {name!r} in {EXPERIMENTS_DIR}; choose one of: {', '.join(available())}, "
+                          f"or pass the path of an experiment .yaml file.")
+    spec = yaml.safe_load(path.read_text()) or {}
+    _check_keys(spec, EXPERIMENT_KEYS, f"{path}")
+    if not isinstance(spec.get("variants"), dict) or not spec["variants"]:
+        raise ConfigError(f"{path} has no variants: add a `variants:` mapping of variant names to their config/args.")
     shared = spec.get("args", {})
-    variants = [
-        Variant(name=variant, config=REPO / (body or {}).get("config", spec["config"]), args={**shared, **(body or {}).get("args", {})})
-        for variant, body in spec["variants"].items()
-    ]
-    return Experiment(name=name, description=spec.get("description", ""), variants=variants)
+    variants = []
+    for variant, body in spec["variants"].items():
+        body = body or {}
+        _check_keys(body, VARIANT_KEYS, f"{path}, variant {variant!r},")
+        config = body.get("config", spec.get("config"))
+        if config is None:
+            raise ConfigError(f"{path}, variant {variant!r}, has no config: give `config:` at the top or in the variant.")
+        variants.append(Variant(name=variant, config=REPO / config, args={**shared, **body.get("args", {})}))
+    return Experiment(name=path.stem, description=spec.get("description", ""), variants=variants)
+
+
+def _check_keys(spec: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(spec) - allowed)
+    if unknown:
+        raise ConfigError(f"{where} has unknown key(s) {', '.join(unknown)}; the keys it may have are "
+                          f"{', '.join(sorted(allowed))}. Overrides of the run's config go under `args:`.")

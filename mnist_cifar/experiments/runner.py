@@ -1,17 +1,50 @@
-"""Run every variant of an experiment for each seed, skipping runs whose logs show they already finished."""
+"""Run every variant of an experiment for each seed, each run its own `python main.py fit` process.
+
+A process per run means a run can itself be DDP (Lightning relaunches the command it was started with), and a
+crash, leak or changed global state in one run cannot reach the next. `jobs` runs go side by side; with
+`gpus`, each job slot owns one GPU (`CUDA_VISIBLE_DEVICES`). Ctrl-C or SIGTERM stops the whole sweep: the
+runs in flight get the same signal, and whatever they did not finish is run again next time.
+"""
 
 from __future__ import annotations
 
-import gc
+import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
-from mnist_cifar.cli import DEFAULT_CONFIG, run
-from mnist_cifar.experiments.definition import Experiment, Variant
+from mnist_cifar.experiments.definition import REPO, Experiment, Variant
 from mnist_cifar.experiments.logs import is_complete
 
 FIRST_SEED = 42
+MAIN = REPO / "main.py"
+STOP_GRACE_SECONDS = 60  # how long a stopped run may take to save its checkpoint before it is killed
+
+
+class SweepInterrupted(Exception):
+    """Ctrl-C or SIGTERM reached the runner; `signal_number` says which."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal.Signals(signal_number).name)
+        self.signal_number = signal_number
+
+
+@dataclass
+class Run:
+    variant: str
+    seed: int
+    folder: Path
+    args: list[str]
+    outcome: str = "not started"
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome not in ("ran", "done before")
 
 
 def seeds(count: int) -> list[int]:
@@ -34,25 +67,93 @@ def fit_args(root: Path, experiment: Experiment, variant: Variant, seed: int, ex
     ]
 
 
-def run_experiment(
-    experiment: Experiment, seed_count: int, root: Path, extra: list[str], only: list[str] | None = None
-) -> list[tuple[str, int, str]]:
-    """Run what is missing; returns (variant, seed, outcome) for every planned run."""
-    outcomes = []
-    for seed in seeds(seed_count):
-        for variant in experiment.variants:
-            if only and variant.name not in only:
-                continue
-            folder = run_dir(root, experiment.name, variant.name, seed)
-            if is_complete(folder):
-                outcomes.append((variant.name, seed, "done before"))
-                continue
-            shutil.rmtree(folder, ignore_errors=True)  # an interrupted run restarts from scratch, not mixed in
-            print(f"[{experiment.name}] {variant.name}, seed {seed}", file=sys.stderr, flush=True)
-            try:
-                run(fit_args(root, experiment, variant, seed, extra), default_config=DEFAULT_CONFIG)
-                outcomes.append((variant.name, seed, "ran" if is_complete(folder) else "incomplete"))
-            except (Exception, SystemExit) as error:  # one failing run must not stop the sweep
-                outcomes.append((variant.name, seed, f"failed: {type(error).__name__}: {error}"))
-            gc.collect()
-    return outcomes
+def plan(experiment: Experiment, seed_count: int, root: Path, extra: list[str], only: list[str] | None) -> list[Run]:
+    return [
+        Run(variant.name, seed, run_dir(root, experiment.name, variant.name, seed),
+            fit_args(root, experiment, variant, seed, extra))
+        for seed in seeds(seed_count)
+        for variant in experiment.variants
+        if not only or variant.name in only
+    ]
+
+
+def thread_args(extra: list[str], jobs: int) -> list[str]:
+    """Share the CPU cores between the jobs, unless the user chose a thread count."""
+    if jobs == 1 or any(arg.startswith("--num_threads") for arg in extra):
+        return []
+    return [f"--num_threads={max(1, (os.cpu_count() or 1) // jobs)}"]
+
+
+def run_experiment(experiment: Experiment, seed_count: int, root: Path, extra: list[str],
+                   only: list[str] | None = None, jobs: int = 1, gpus: list[str] | None = None) -> list[Run]:
+    """Run what is missing, `jobs` at a time; returns every planned run with its outcome.
+
+    Raises `SweepInterrupted` on Ctrl-C or SIGTERM, after the runs in flight have stopped.
+    """
+    runs = plan(experiment, seed_count, root, extra, only)
+    pending = deque()
+    for run in runs:
+        if is_complete(run.folder):
+            run.outcome = "done before"
+        else:
+            pending.append(run)
+    slots = list(range(jobs))
+    running: dict[subprocess.Popen, tuple[Run, int]] = {}
+    previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while pending or running:
+            while pending and slots:
+                run, slot = pending.popleft(), slots.pop(0)
+                running[_start(run, slot, jobs, gpus, thread_args(extra, jobs))] = (run, slot)
+            time.sleep(0.2)
+            for process in [p for p in running if p.poll() is not None]:
+                run, slot = running.pop(process)
+                run.outcome = _outcome(run, process.returncode)
+                print(f"end {run.variant} seed {run.seed}: {run.outcome}", flush=True)
+                slots.append(slot)
+    except SweepInterrupted:
+        _stop(running)
+        raise
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    return runs
+
+
+def _raise_interrupt(signal_number: int, frame: object) -> None:
+    raise SweepInterrupted(signal_number)
+
+
+def _start(run: Run, slot: int, jobs: int, gpus: list[str] | None, threads: list[str]) -> subprocess.Popen:
+    shutil.rmtree(run.folder, ignore_errors=True)  # an interrupted run restarts from scratch, not mixed in
+    run.folder.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+    output = None if jobs == 1 else open(run.folder / "output.log", "w")  # noqa: SIM115 (the child owns it)
+    where = "" if output is None else f" (output: {run.folder / 'output.log'})"
+    process = subprocess.Popen([sys.executable, str(MAIN), *run.args, *threads], env=env, stdout=output,
+                               stderr=subprocess.STDOUT if output else None)
+    print(f"start {run.variant} seed {run.seed} (pid {process.pid}){where}", flush=True)
+    return process
+
+
+def _outcome(run: Run, returncode: int) -> str:
+    if returncode != 0:
+        return f"failed (exit {returncode})"
+    return "ran" if is_complete(run.folder) else "incomplete (no test/acc in its logs)"
+
+
+def _stop(running: dict[subprocess.Popen, tuple[Run, int]]) -> None:
+    """Pass SIGINT on to the runs in flight, give them time to stop, then kill what is left."""
+    for process in running:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for process, (run, _) in running.items():
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        run.outcome = "interrupted"

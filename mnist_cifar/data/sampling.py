@@ -1,0 +1,51 @@
+"""Which images each process reads, in which order: one sampler for one process and for DDP alike.
+
+Lightning would otherwise swap in a `DistributedSampler`, which pads the evaluation splits with repeated
+images so every rank gets the same count (test accuracy then counts some images twice) and whose shuffle
+cannot resume mid-epoch. Subclassing `DistributedSampler` tells Lightning to leave this one alone.
+
+- Training: the epoch's order is `randperm(n)` from a generator seeded with `seed + epoch`, so it depends
+  on nothing but the seed and the epoch (not on the global RNG, not on how the run was interrupted). It is
+  padded, as DistributedSampler does, so every rank takes the same number of optimizer steps; rank `r`
+  takes every `world`-th index from `r`. `skip_batches` drops the batches an interrupted epoch already did.
+- Evaluation and predict: contiguous shards without padding, in input order. Rank `r` reads
+  `[r * n // world, (r + 1) * n // world)`: every image exactly once, and the ranks' outputs joined in rank
+  order are in input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DistributedSampler, Dataset
+
+
+class ShardSampler(DistributedSampler):
+    def __init__(self, dataset: Dataset, *, shuffle: bool, seed: int = 0, num_replicas: int = 1, rank: int = 0,
+                 batch_size: int = 1) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+        self.size = len(dataset)  # type: ignore[arg-type]
+        self.batch_size = batch_size
+        self.skip_batches = 0
+        if not shuffle:
+            self.num_samples = self._shard_bounds()[1] - self._shard_bounds()[0]
+
+    def _shard_bounds(self) -> tuple[int, int]:
+        return self.rank * self.size // self.num_replicas, (self.rank + 1) * self.size // self.num_replicas
+
+    def epoch_order(self) -> list[int]:
+        """This rank's indices for the current epoch, before any skipped batches are dropped."""
+        if not self.shuffle:
+            return list(range(*self._shard_bounds()))
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        order += order[: self.total_size - self.size]  # pad, so every rank takes the same number of steps
+        return order[self.rank : self.total_size : self.num_replicas]
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.epoch_order()[self.skip_batches * self.batch_size :]
+        self.skip_batches = 0  # only the epoch that was interrupted is shortened
+        return iter(order)
+
+    def __len__(self) -> int:
+        return self.num_samples
