@@ -103,7 +103,7 @@ class HParamsWithResults(L.Callback):
     """One HParams row per run: model and data hparams, with the best `val/acc` and the `test/acc` as metrics.
 
     TensorBoard keeps only the *first* hparams record of a run and reads each metric's value from the last
-    scalar of that name, so the record is written once, at setup, through `TensorBoardLogger.log_hyperparams`
+    scalar of that name, so the record is written once, when training (or a test) starts, through `TensorBoardLogger.log_hyperparams`
     with the result metrics declared (`hp/val_acc_best`, `hp/test_acc`; the logger writes them as 0 at step 0),
     and the values arrive later as scalars of those names. The logger's own placeholder record
     (`default_hp_metric`) must be off (default.yaml does so), or it would be the first.
@@ -112,9 +112,19 @@ class HParamsWithResults(L.Callback):
     def __init__(self) -> None:
         self.written: set[str] = set()
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.write_record(trainer, pl_module, resumed=trainer.global_step > 0)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.write_record(trainer, pl_module)
+
+    def write_record(self, trainer: L.Trainer, pl_module: L.LightningModule, resumed: bool = False) -> None:
+        """Once per run folder; a resumed fit continues a folder that has its record already."""
         logger = tensorboard_logger(trainer)
-        if logger is None or stage not in ("fit", "test") or not trainer.is_global_zero or logger.log_dir in self.written:
+        if logger is None or not trainer.is_global_zero or logger.log_dir in self.written:
+            return
+        self.written.add(logger.log_dir)
+        if resumed:
             return
         params = flatten(pl_module.hparams, "model/")
         datamodule = trainer.datamodule
@@ -122,7 +132,6 @@ class HParamsWithResults(L.Callback):
             params["data/class"] = type(datamodule).__name__
             params.update(flatten(datamodule.hparams, "data/"))
         logger.log_hyperparams(params, metrics=dict.fromkeys(RESULT_METRICS.values(), 0.0))
-        self.written.add(logger.log_dir)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = tensorboard(trainer)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from mnist_cifar.checkpoint_io import verify
 from mnist_cifar.errors import CheckpointError
 
 # Values of --ckpt_path that Lightning resolves itself during fit.
@@ -39,6 +40,7 @@ def load_checkpoint(path: str) -> dict:
         raise CheckpointError(
             f"The file {path} is a PyTorch file but not a Lightning checkpoint (it has no 'state_dict'). {WHERE}"
         )
+    verify(checkpoint, path)
     return checkpoint
 
 
@@ -58,6 +60,44 @@ def config_from_checkpoint(path: str) -> dict:
     return config
 
 
+def run_folder_of(path: str) -> tuple[Path, str, str] | None:
+    """(save_dir, name, version) of a checkpoint at `<save_dir>/<name>/<version>/checkpoints/x.ckpt`, else None."""
+    file = Path(path).expanduser().resolve()
+    if file.parent.name != "checkpoints" or len(file.parents) < 4:
+        return None
+    return file.parents[3], file.parents[2].name, file.parents[1].name
+
+
+def find_last(save_dir: Path, name: str, version: str | int | None) -> Path:
+    """The `last.ckpt` of run `version` of experiment `name`, or of its newest run that has one."""
+    experiment = Path(save_dir).expanduser() / name
+    if version is not None:
+        candidates = [experiment / (version if isinstance(version, str) else f"version_{version}")]
+    else:
+        versions = [p for p in experiment.glob("version_*") if p.name.removeprefix("version_").isdigit()]
+        candidates = sorted(versions, key=lambda p: int(p.name.removeprefix("version_")), reverse=True)
+    for run in candidates:
+        if (run / "checkpoints" / "last.ckpt").is_file():
+            return run / "checkpoints" / "last.ckpt"
+    where = candidates[0] if version is not None else experiment / "version_*"
+    raise CheckpointError(
+        f"--ckpt_path last found no checkpoint to resume: there is no {where}/checkpoints/last.ckpt. Start the run "
+        f"without --ckpt_path, or pass the path of the checkpoint to resume from. {WHERE}"
+    )
+
+
+def logger_next_to(path: str) -> dict:
+    """Log a `test`/`predict` of `<save_dir>/<name>/<version>/checkpoints/x.ckpt` as a new version of `<name>`.
+
+    So the evaluation sits beside the run that made the checkpoint instead of under `lightning_logs/default`,
+    and never inside that run's folder (whose config.yaml and events belong to the fit).
+    """
+    run = run_folder_of(path)
+    if run is None:
+        return {}
+    return {"trainer": {"logger": {"init_args": {"save_dir": str(run[0]), "name": run[1]}}}}
+
+
 def _ckpt_path_in(argv: list[str]) -> str | None:
     for i, arg in enumerate(argv):
         if arg == "--ckpt_path" and i + 1 < len(argv):
@@ -70,14 +110,14 @@ def _ckpt_path_in(argv: list[str]) -> str | None:
 def with_checkpoint_config(argv: list[str]) -> list[str]:
     """For validate/test/predict with `--ckpt_path`, put the checkpoint's own config first in the arguments.
 
-    So `python main.py test --ckpt_path X` needs no `--config`; a `--config` or override given by the user
-    comes later in the list and wins.
+    So `python main.py test --ckpt_path X` needs no `--config`, and logs next to the run that made X; a
+    `--config` or override given by the user comes later in the list and wins.
     """
     command = next((a for a in argv if not a.startswith("-")), None)
     ckpt_path = _ckpt_path_in(argv)
     if command not in ("validate", "test", "predict") or not ckpt_path or ckpt_path in SPECIAL_CKPT_PATHS:
         return argv
-    config = config_from_checkpoint(ckpt_path)
+    config = {**config_from_checkpoint(ckpt_path), **logger_next_to(ckpt_path)}
     if not config:
         return argv
     at = argv.index(command) + 1

@@ -16,10 +16,11 @@ from jsonargparse import Namespace
 from lightning.pytorch.accelerators import Accelerator, CPUAccelerator
 from lightning.pytorch.cli import LightningCLI
 
-from mnist_cifar.checkpoints import check_checkpoint, with_checkpoint_config
+from mnist_cifar.checkpoints import check_checkpoint, find_last, run_folder_of, with_checkpoint_config
 from mnist_cifar.classifier import ImageClassifier
 from mnist_cifar.data import ImageDataModule
 from mnist_cifar.errors import ConfigError, UserFacingError
+from mnist_cifar.resume import LatestCheckpoint, NonFiniteLoss, RunStopped
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 CPU_UNSUPPORTED_PRECISIONS = {"16", "16-mixed", "16-true"}
@@ -32,6 +33,7 @@ class ExperimentCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.net.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
+        parser.add_lightning_class_args(LatestCheckpoint, "last_checkpoint")
         parser.add_argument(
             "--num_threads",
             type=int | None,
@@ -52,11 +54,37 @@ class ExperimentCLI(LightningCLI):
             self.config = parser.parse_args(with_checkpoint_config(list(sys.argv[1:] if args is None else args)))
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if subcommand == "fit" and ckpt_path:
+            ckpt_path = self._resume_in_its_run(self.config.fit, str(ckpt_path))
         if ckpt_path:
             check_checkpoint(str(ckpt_path))
 
+    @staticmethod
+    def _resume_in_its_run(config: Namespace, ckpt_path: str) -> str:
+        """`fit --ckpt_path` continues the run that saved the checkpoint, in its own folder (one set of curves,
+        one HParams row, the best-checkpoint tracking kept); `last` is that run's `last.ckpt`."""
+        logger = config.trainer.get("logger")
+        init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
+        if init_args is None or "save_dir" not in init_args:
+            return ckpt_path
+        if ckpt_path == "last":
+            ckpt_path = str(find_last(Path(init_args.save_dir), init_args.get("name") or "", init_args.get("version")))
+            config.ckpt_path = ckpt_path
+        run = run_folder_of(ckpt_path)
+        if run is not None:
+            if Path(init_args.save_dir).expanduser().resolve() != run[0]:  # keep the spelling the run was saved with:
+                init_args.save_dir = str(run[0])  # ModelCheckpoint compares folders as text when it restores
+            init_args.name, init_args.version = run[1], run[2]
+        return ckpt_path
+
+    def _parse_ckpt_path(self) -> None:
+        """Do nothing: LightningCLI would merge the checkpoint's model hyperparameters over the parsed config,
+        so `--model.*` typed by the user would lose to the checkpoint. `with_checkpoint_config` has already put
+        the checkpoint's config first, under everything the user typed (lightning 2.6.6, `LightningCLI.__init__`)."""
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        check_values(config)
         threads = config.get("num_threads")
         if threads:
             torch.set_num_threads(threads)
@@ -79,6 +107,19 @@ class ExperimentCLI(LightningCLI):
         callback = trainer.checkpoint_callback
         best = getattr(callback, "best_model_path", "") if callback else ""
         trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+def check_values(config: Namespace) -> None:
+    """Refuse values that would only fail after the data was read, naming the key (the DataModule checks its own)."""
+    max_epochs = config.trainer.get("max_epochs")
+    if max_epochs is not None and max_epochs != -1 and max_epochs < 1:
+        raise ConfigError(f"--trainer.max_epochs {max_epochs}: give a positive number of epochs, or -1 for no limit.")
+    optimizer = config.model.get("optimizer")
+    init_args = optimizer.get("init_args") if isinstance(optimizer, Namespace) else None
+    lr = init_args.get("lr") if init_args is not None else None
+    if isinstance(lr, (int, float)) and lr <= 0:
+        raise ConfigError(f"--model.optimizer.init_args.lr {lr}: the learning rate must be positive, e.g. 0.001 "
+                          f"for Adam or 0.01-0.1 for SGD.")
 
 
 def check_precision(precision: str, accelerator: Accelerator) -> None:
@@ -113,6 +154,15 @@ def run(args: Sequence[str] | None = None, default_config: Path | None = None) -
             save_config_kwargs={"overwrite": True},
             args=list(args) if args is not None else None,
         )
+    except RunStopped as stop:
+        run_dir = Path(stop.checkpoint).parents[1]
+        config = f"--config {run_dir / 'config.yaml'} " if (run_dir / "config.yaml").is_file() else ""
+        print(f"stopped: {stop}. Resume with: python main.py fit {config}--ckpt_path {stop.checkpoint}",
+              file=sys.stderr)
+        raise SystemExit(128 + stop.signal_number) from None
+    except NonFiniteLoss as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
     except Exception as error:
         user_error = _user_facing_cause(error)
         if user_error is None:

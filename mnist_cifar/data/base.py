@@ -124,6 +124,7 @@ class ImageDataModule(L.LightningDataModule):
         self.predict_has_labels = False
         self.unreadable: list[tuple[str, str]] = []  # predict_path files that are not images, and why
         self._device_constants: dict[torch.device, tuple[Tensor, Tensor, Tensor | None]] = {}
+        self._resume_skip_batches = 0
 
     # -- what the data set is ------------------------------------------------------------------
     @property
@@ -223,6 +224,8 @@ class ImageDataModule(L.LightningDataModule):
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
         sampler = ShardSampler(dataset, shuffle=train, seed=run_seed(), num_replicas=world, rank=rank,
                                batch_size=batch_size)
+        if train:
+            sampler.skip_batches, self._resume_skip_batches = self._resume_skip_batches, 0
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -232,6 +235,18 @@ class ImageDataModule(L.LightningDataModule):
             collate_fn=keep_batch,
             generator=torch.Generator(),  # else each epoch's iterator draws a seed from the global RNG
         )
+
+    # -- resuming ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, int]:
+        """Saved in every checkpoint: how far the current training epoch got, so a resume skips those batches."""
+        if self.trainer is None or not self.trainer.training:
+            return {}
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"batches_done": progress.processed, "epoch_batches": int(self.trainer.num_training_batches)}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        done, total = state_dict.get("batches_done", 0), state_dict.get("epoch_batches", 0)
+        self._resume_skip_batches = done if 0 < done < total else 0  # a finished epoch resumes at the next one
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)

@@ -1,0 +1,111 @@
+"""How checkpoints reach the disk and come back: atomically, with a content hash, never with non-finite weights.
+
+Lightning's own writer can leave a half-written `last.ckpt` when the process is killed or the disk fills
+during a save. `AtomicCheckpointIO` (the Trainer's `plugins` in default.yaml) writes to a temporary file in
+the destination folder, fsyncs it, renames it over the old file and fsyncs the folder: a kill at any moment
+leaves either the old checkpoint or the new one, whole. Each checkpoint carries the SHA-256 of its content
+(`content_sha256`: every tensor's dtype, shape and bytes and every other value, in key order), checked on
+every load, so a flipped bit, a truncated file or a mixed-up file is refused with its name instead of
+loading wrong weights. Loads stay `weights_only`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins import TorchCheckpointIO
+
+from mnist_cifar.errors import CheckpointError
+
+HASH_KEY = "content_sha256"
+
+
+def content_hash(checkpoint: Mapping[str, Any]) -> str:
+    digest = hashlib.sha256()
+    _feed(digest, {k: v for k, v in checkpoint.items() if k != HASH_KEY})
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"tensor {tensor.dtype} {tuple(tensor.shape)}:".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    elif isinstance(value, Mapping):
+        digest.update(f"dict {len(value)}:".encode())
+        for key in sorted(value, key=repr):
+            digest.update(f"{key!r}=".encode())
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"{type(value).__name__} {len(value)}:".encode())
+        for item in value:
+            _feed(digest, item)
+    else:
+        digest.update(f"{type(value).__name__} {value!r};".encode())
+
+
+def verify(checkpoint: Mapping[str, Any], path: str) -> None:
+    """Raise `CheckpointError` when the checkpoint's content is not what was written (checkpoints without a
+    hash, made before it existed or by other tools, are accepted as they are)."""
+    expected = checkpoint.get(HASH_KEY)
+    if expected is not None and content_hash(checkpoint) != expected:
+        raise CheckpointError(
+            f"The checkpoint {path} is damaged: its content no longer matches the SHA-256 recorded when it was "
+            f"saved (a flipped bit, a partial copy or an edited file). Use another checkpoint of the run (the "
+            f"best epoch*.ckpt or last.ckpt in the same folder) or copy this one again from where it was made."
+        )
+
+
+def non_finite_weights(checkpoint: Mapping[str, Any]) -> list[str]:
+    return [name for name, tensor in checkpoint.get("state_dict", {}).items()
+            if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+
+
+def atomic_save(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write `checkpoint` with its content hash to `path` so that `path` is always a whole checkpoint."""
+    bad = non_finite_weights(checkpoint)
+    if bad:
+        raise CheckpointError(
+            f"Refusing to save {path}: the weights {', '.join(bad[:3])} hold NaN or infinite values, so the run has "
+            f"diverged. Lower the learning rate or clip gradients (--trainer.gradient_clip_val 1.0), and restart "
+            f"from the last good checkpoint."
+        )
+    checkpoint[HASH_KEY] = content_hash(checkpoint)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a process killed while saving
+        stale.unlink(missing_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    folder = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint plugin with atomic, hashed saves and verified loads."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        atomic_save(checkpoint, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any = lambda storage, loc: storage,
+                        weights_only: bool | None = None) -> dict:
+        checkpoint = super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        verify(checkpoint, str(path))
+        return checkpoint

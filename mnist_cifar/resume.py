@@ -1,0 +1,172 @@
+"""What a resumed run needs beyond weights and optimizer, so that it continues bit for bit where it stopped.
+
+- `LatestCheckpoint`: `last.ckpt`, the run's true latest state, at every epoch end and, with
+  `every_n_train_steps`, mid-epoch too. (Lightning's `save_last` only writes it when a top-k checkpoint is
+  saved at the same step since 2.6.0: with `save_top_k: 1` it is a copy of the best.)
+- `RandomState`: the torch (CPU and CUDA), Python and NumPy generators, saved with every checkpoint as plain
+  values (so checkpoints stay `weights_only`-loadable) and put back when training restarts. Augmentation and
+  dropout draw from them.
+- `StopOnSignal`: SIGTERM (what a cluster or Colab sends before killing) or Ctrl-C saves `last.ckpt` at the end
+  of the current step and stops with `RunStopped`, which `main.py` turns into one line and a non-zero exit.
+- `StopOnNonFiniteLoss`: a NaN or infinite loss stops the run before its backward pass changes any weight.
+
+The sampler position lives in the DataModule's `state_dict` (batches done in the interrupted epoch), and the
+run's folder is reused by the CLI (`fit --ckpt_path last`). Bit-identical holds on the same torch version,
+platform and thread count.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import Tensor
+
+LAST = "last"
+
+
+class LatestCheckpoint(ModelCheckpoint):
+    """`last.ckpt` in the run's checkpoint folder, rewritten at every epoch end (after validation, so it holds
+    the best-checkpoint tracking too) and, when `every_n_train_steps` > 0, every that many optimizer steps.
+
+    Args:
+        every_n_train_steps: also save mid-epoch every this many steps (0 = only at epoch ends).
+    """
+
+    def __init__(self, every_n_train_steps: int = 0) -> None:
+        if every_n_train_steps < 0:
+            raise ValueError(f"every_n_train_steps must be 0 (off) or positive, got {every_n_train_steps}.")
+        super().__init__(filename=LAST, monitor=None, save_top_k=1, enable_version_counter=False)
+        self.step_interval = every_n_train_steps
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(filename=LAST, step_interval=self.step_interval)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        last_of_epoch = batch_idx + 1 >= trainer.num_training_batches
+        if self.step_interval and trainer.global_step % self.step_interval == 0 and not last_of_epoch:
+            trainer.save_checkpoint(self.last_path(trainer))
+
+    def last_path(self, trainer: L.Trainer) -> str:
+        return os.path.join(self.dirpath or os.path.join(trainer.log_dir or ".", "checkpoints"), f"{LAST}.ckpt")
+
+
+class RandomState(L.Callback):
+    def __init__(self) -> None:
+        self.restored: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, position, has_gauss, gauss = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": random.getstate(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.restored = state_dict  # applied at train start, after model set-up drew its own random numbers
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        state, self.restored = self.restored, None
+        if state is None:
+            return
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        random.setstate(_as_tuples(state["python"]))
+        kind, keys, position, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+
+
+def _as_tuples(value: Any) -> Any:
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+class RunStopped(Exception):
+    """Training stopped on a signal after saving `checkpoint`."""
+
+    def __init__(self, signal_number: int, checkpoint: str, epoch: int, step: int) -> None:
+        name = signal.Signals(signal_number).name
+        super().__init__(f"{name} at epoch {epoch}, step {step}; saved {checkpoint}")
+        self.signal_number, self.checkpoint, self.epoch, self.step = signal_number, checkpoint, epoch, step
+
+
+class StopOnSignal(L.Callback):
+    """On SIGTERM or the first Ctrl-C: finish the current step, save `last.ckpt`, stop with `RunStopped`.
+
+    A second Ctrl-C interrupts at once. Under DDP the ranks agree on stopping at the same step (one small
+    all-reduce per step). Signals are watched from the start of training to its end only: during the
+    after-fit test they act as Python's defaults do.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.received = None
+        try:
+            self.previous = {number: signal.signal(number, self._note) for number in self.SIGNALS}
+        except ValueError:  # not the main thread (a notebook's background thread): leave the handlers alone
+            self.previous = {}
+
+    def _note(self, signal_number: int, frame: Any) -> None:
+        if self.received is not None and signal_number == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self.received = signal_number
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        received = self.received is not None
+        if trainer.world_size > 1:
+            received = trainer.strategy.reduce_boolean_decision(received, all=False)
+        if not received:
+            return
+        latest = next((c for c in trainer.callbacks if isinstance(c, LatestCheckpoint)), None)
+        path = latest.last_path(trainer) if latest else os.path.join(trainer.log_dir or ".", "checkpoints", "last.ckpt")
+        trainer.save_checkpoint(path)
+        raise RunStopped(self.received or signal.SIGTERM, str(Path(path)), trainer.current_epoch, trainer.global_step)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        self.previous = {}
+
+
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite."""
+
+
+class StopOnNonFiniteLoss(L.Callback):
+    """Stop at the first non-finite training loss, before `backward` can spread it into the weights."""
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
+        if torch.isfinite(loss.detach()).all():
+            return
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        raise NonFiniteLoss(
+            f"The training loss became {loss.item()} at epoch {trainer.current_epoch}, step {trainer.global_step} "
+            f"(batch {trainer.fit_loop.epoch_loop.batch_idx + 1} of the epoch), so training stopped before it reached "
+            f"the weights; no checkpoint was written for this step. The learning rate was {lr:g}: lower it "
+            f"(--model.optimizer.init_args.lr), or clip gradients (--trainer.gradient_clip_val 1.0), then start "
+            f"again or resume from the last good checkpoint (--ckpt_path last)."
+        )
