@@ -9,6 +9,7 @@ importing this module never changes the pyplot backend of a notebook.
 - `AugmentedSamples`: once per fit, the first training batch exactly as the network sees it, with class names.
 - `ConfusionMatrix`: the test confusion matrix as a figure, and `test/acc_<class>` per class.
 - `ConfidentMistakes`: the test images the network got wrong with the highest confidence, true and predicted class.
+- `LearningRateLogger`: Lightning's learning-rate monitor, which does nothing instead of failing without a logger.
 
 The test callbacks read the logits that `ImageClassifier.test_step` returns.
 """
@@ -21,6 +22,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -305,3 +307,19 @@ class ConfidentMistakes(L.Callback):
                   zip(self.true, self.predicted, self.confidence.tolist())]
         writer.add_image("test/confident_mistakes", image_grid(images, titles, columns=4), trainer.global_step,
                          dataformats="HWC")
+
+
+class LearningRateLogger(LearningRateMonitor):
+    """Lightning's LearningRateMonitor, quiet instead of failing when the run has no logger (`--trainer.logger false`)."""
+
+    def on_train_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_start(trainer, *args, **kwargs)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_batch_start(trainer, *args, **kwargs)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_epoch_start(trainer, *args, **kwargs)

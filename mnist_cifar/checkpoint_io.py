@@ -62,6 +62,18 @@ def verify(checkpoint: Mapping[str, Any], path: str) -> None:
         )
 
 
+def state_dict_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, Any]) -> str:
+    """What differs between a network's state_dict and a checkpoint's, in a few words; "" when they fit."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [f"{k} is {tuple(found[k].shape)} in the checkpoint, {tuple(v.shape)} in the network"
+              for k, v in expected.items() if k in found and isinstance(found[k], torch.Tensor) and found[k].shape != v.shape]
+    parts = [f"{len(missing)} weight(s) missing ({', '.join(missing[:3])})" if missing else "",
+             f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])})" if unexpected else "",
+             "; ".join(shapes[:3])]
+    return "; ".join(part for part in parts if part)
+
+
 def non_finite_weights(checkpoint: Mapping[str, Any]) -> list[str]:
     return [name for name, tensor in checkpoint.get("state_dict", {}).items()
             if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all()]

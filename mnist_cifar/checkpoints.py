@@ -118,7 +118,13 @@ def with_checkpoint_config(argv: list[str]) -> list[str]:
     if command not in ("validate", "test", "predict") or not ckpt_path or ckpt_path in SPECIAL_CKPT_PATHS:
         return argv
     config = {**config_from_checkpoint(ckpt_path), **logger_next_to(ckpt_path)}
-    if not config:
-        return argv
+    gives_net = any(a == "--config" or a.startswith(("--config=", "--model.net")) for a in argv)
+    if "net" not in config.get("model", {}) and not gives_net:
+        raise CheckpointError(
+            f"The checkpoint {ckpt_path} holds no network config: it was made from Python "
+            f"(ImageClassifier(net=...) with Trainer.fit), where the network is a live object. Name the network "
+            f"it was trained with: add --config <a config with that network> (e.g. configs/lenet_mnist.yaml) or "
+            f"--model.net <class_path>."
+        )
     at = argv.index(command) + 1
     return [*argv[:at], "--config", json.dumps(config, default=list), *argv[at:]]

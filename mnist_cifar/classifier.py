@@ -3,10 +3,15 @@
 Networks are plain `nn.Module`s injected as `net` (a `class_path` in the config), so adding an
 architecture never touches this file. Under LightningCLI, `save_hyperparameters` records the network's
 `class_path`/`init_args`, and `ImageClassifier.load_from_checkpoint(path)` rebuilds it with no config.
+Built from Python (`ImageClassifier(net=LeNet5(...))`), the network, optimizer and scheduler are live
+objects that a `weights_only` load refuses, so they are left out of the saved hyperparameters: such a
+checkpoint loads with the network given again, `ImageClassifier.load_from_checkpoint(path, net=LeNet5(...))`
+or `python main.py test --config <config with that network> --ckpt_path path`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import lightning as L
@@ -17,8 +22,23 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from mnist_cifar.checkpoint_io import state_dict_mismatch, verify
+from mnist_cifar.errors import CheckpointError
+
 Batch = tuple[Tensor, Tensor]
 STAGES = ("train", "val", "test")
+LIVE_OBJECT_ARGS = ("net", "optimizer", "scheduler")
+
+
+def _is_plain(value: Any) -> bool:
+    """A value a `weights_only` load can read back: None, numbers, text, and lists/dicts of them."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
 
 
 class ImageClassifier(L.LightningModule):
@@ -50,6 +70,9 @@ class ImageClassifier(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        for name in LIVE_OBJECT_ARGS:  # see the module docstring: checkpoints hold plain config only
+            if not _is_plain(self.hparams.get(name)):
+                del self.hparams[name]
         self.net = net
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -57,6 +80,24 @@ class ImageClassifier(L.LightningModule):
         self.mean_loss = nn.ModuleList(MeanMetric() for _ in STAGES)
         if input_shape is not None:
             self.example_input_array = torch.zeros(1, *input_shape)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse, in one paragraph, a checkpoint that is damaged or was made by another network."""
+        where = self._checkpoint_name()
+        verify(checkpoint, where)
+        problems = state_dict_mismatch(self.state_dict(), checkpoint.get("state_dict", {}))
+        if problems:
+            raise CheckpointError(
+                f"The checkpoint {where} does not fit this network ({type(self.net).__name__}): {problems}. It was "
+                f"trained with another architecture or data set. Test it with the config it was trained with, or "
+                f"with no --config at all (the checkpoint carries its own model and data settings)."
+            )
+
+    def _checkpoint_name(self) -> str:
+        try:
+            return str(self.trainer.ckpt_path or "being loaded")
+        except RuntimeError:  # not attached to a Trainer: `load_from_checkpoint`
+            return "being loaded"
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from jsonargparse import Namespace
 from lightning.pytorch.accelerators import Accelerator, CPUAccelerator
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from mnist_cifar.checkpoints import check_checkpoint, find_last, run_folder_of, with_checkpoint_config
 from mnist_cifar.classifier import ImageClassifier
@@ -25,6 +26,15 @@ from mnist_cifar.resume import LatestCheckpoint, NonFiniteLoss, RunStopped
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 CPU_UNSUPPORTED_PRECISIONS = {"16", "16-mixed", "16-true"}
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """Save the resolved config in the run's folder; with no logger there is no run folder, so write nothing
+    (Lightning would write `config.yaml` into the current directory, over whatever is there)."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if trainer.loggers:
+            super().setup(trainer, pl_module, stage)
 
 
 class ExperimentCLI(LightningCLI):
@@ -151,6 +161,7 @@ def run(args: Sequence[str] | None = None, default_config: Path | None = None) -
             ImageDataModule,
             subclass_mode_data=True,
             parser_kwargs={command: dict(defaults) for command in SUBCOMMANDS},
+            save_config_callback=RunConfigSaver,
             save_config_kwargs={"overwrite": True},
             args=list(args) if args is not None else None,
         )

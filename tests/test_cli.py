@@ -203,7 +203,7 @@ def test_predict_own_images_writes_class_names_and_reports_unreadable_files(mnis
     assert predicted.datamodule.predict_set.images.shape == (2, 1, 28, 28)
     rows = {Path(row["source"]).name: row for row in _predictions(out)}
     assert set(rows) == {"photo.png", "small.jpg", "notes.txt"}
-    assert "not a readable image" in rows["notes.txt"]["error"] and rows["notes.txt"]["predicted_class"] == ""
+    assert "not an image file" in rows["notes.txt"]["error"] and rows["notes.txt"]["predicted_class"] == ""
     for name in ("photo.png", "small.jpg"):
         probabilities = [float(rows[name][f"p_{digit}"]) for digit in "0123456789"]
         assert sum(probabilities) == pytest.approx(1, abs=1e-3)
