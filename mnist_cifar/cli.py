@@ -8,6 +8,7 @@ ends with the test figure that `python main.py test --ckpt_path <best>` reproduc
 from __future__ import annotations
 
 import sys
+from argparse import ArgumentError
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -160,7 +161,7 @@ def run(args: Sequence[str] | None = None, default_config: Path | None = None) -
             ImageClassifier,
             ImageDataModule,
             subclass_mode_data=True,
-            parser_kwargs={command: dict(defaults) for command in SUBCOMMANDS},
+            parser_kwargs={"exit_on_error": False, **{command: dict(defaults) for command in SUBCOMMANDS}},
             save_config_callback=RunConfigSaver,
             save_config_kwargs={"overwrite": True},
             args=list(args) if args is not None else None,
@@ -171,6 +172,10 @@ def run(args: Sequence[str] | None = None, default_config: Path | None = None) -
         print(f"stopped: {stop}. Resume with: python main.py fit {config}--ckpt_path {stop.checkpoint}",
               file=sys.stderr)
         raise SystemExit(128 + stop.signal_number) from None
+    except ArgumentError as error:  # jsonargparse's, with `exit_on_error: False`: no usage dump before it
+        command = next((f" {a}" for a in (args or sys.argv[1:]) if a in SUBCOMMANDS), "")
+        print(f"error: {str(error).rstrip('.')}. `python main.py{command} --help` lists the options.", file=sys.stderr)
+        raise SystemExit(2) from None
     except NonFiniteLoss as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None

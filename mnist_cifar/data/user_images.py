@@ -1,7 +1,7 @@
 """The user's own image files, for `predict`: any size, format or colour, converted to the data set's shape.
 
-Each file is decoded on its own (Pillow), converted to RGB, turned into one luma channel for a grayscale data set
-(the same `rgb_to_grayscale` the data sets use) and resized to the data set's height x width, as the notes' last
+Each file is decoded on its own (Pillow), converted to RGB (a gray file stays gray), turned into one luma channel
+for a grayscale data set (the same `rgb_to_grayscale` the data sets use) and resized to the data set's height x width, as the notes' last
 step does before asking a trained network; only the small resized image is kept, so memory stays bounded by
 the largest single file. Palette, 16-bit, CMYK and alpha images are converted; an animated GIF is read by its
 first frame. A file that is not a readable image is set aside with the specific reason, so one bad file never
@@ -78,7 +78,7 @@ def decode(file: Path, image_shape: tuple[int, int, int]) -> Tensor:
                 raise UnreadableImage(f"too large ({image.width}x{image.height} pixels, over {MAX_PIXELS:,}): "
                                       f"downscale it first")
             image.seek(0)  # an animated GIF or WebP: its first frame
-            pixels = _rgb(image)
+            pixels = _pixels(image, gray=image_shape[0] == 1)
     except UnidentifiedImageError as error:
         head = file.read_bytes()[:8]
         raise UnreadableImage(f"not an image file (it starts with the bytes {head!r}, which no image format "
@@ -88,20 +88,26 @@ def decode(file: Path, image_shape: tuple[int, int, int]) -> Tensor:
     except (OSError, SyntaxError, ValueError) as error:
         raise UnreadableImage(f"truncated or damaged image data ({error})") from error
     tensor = torch.from_numpy(pixels).permute(2, 0, 1)
-    if image_shape[0] == 1:
+    if image_shape[0] == 1 and tensor.shape[0] == 3:
         tensor = rgb_to_grayscale(tensor)
+    elif image_shape[0] == 3 and tensor.shape[0] == 1:
+        tensor = tensor.expand(3, -1, -1)
     return resize(tensor, list(image_shape[1:]), antialias=True).contiguous()
 
 
-def _rgb(image: Image.Image) -> np.ndarray:
-    """The decoded frame as an 8-bit RGB array `(H, W, 3)`; 16-bit and float images are scaled, not clipped."""
+def _pixels(image: Image.Image, gray: bool) -> np.ndarray:
+    """The decoded frame as an 8-bit `(H, W, C)` array: one channel for a gray image, else RGB.
+
+    16-bit and float images are scaled to 8 bits, not clipped; a gray image stays gray (no round trip through RGB).
+    """
     if image.mode in WIDE_MODES:
         values = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
         if image.mode == "F":
             top = max(float(values.max()), 1e-12)
-        gray = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
+        return np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)[..., None]
+    if image.mode in ("1", "L", "LA"):
+        return np.asarray(image.convert("L"))[..., None]
     return np.asarray(image.convert("RGB"))
 
 
