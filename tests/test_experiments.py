@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import DEFAULT_CONFIG, ROOT
 
 from mnist_cifar.cli import build
@@ -136,6 +137,14 @@ def test_ctrl_c_stops_the_whole_sweep(tiny_experiment: str, mnist_dir: Path, tmp
     assert "stopped (SIGINT)" in err and "Traceback" not in err
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)  # the run in flight is gone too
+    last = config.parent / "checkpoints" / "last.ckpt"  # it saved where it stopped, and the next run resumes there
+    epoch = torch.load(last, weights_only=True)["epoch"]
+    again = subprocess.run(
+        [sys.executable, "-m", "mnist_cifar.experiments", "run", tiny_experiment, "--seeds", "1", "--only", "relu",
+         "--root", str(tmp_path / "logs"), "--data_dir", str(mnist_dir), f"--trainer.max_epochs={epoch + 2}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.startswith("resume relu seed 42") and "relu seed 42: ran" in again.stdout
 
 
 def test_unknown_key_in_an_experiment_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

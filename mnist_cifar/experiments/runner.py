@@ -3,7 +3,9 @@
 A process per run means a run can itself be DDP (Lightning relaunches the command it was started with), and a
 crash, leak or changed global state in one run cannot reach the next. `jobs` runs go side by side; with
 `gpus`, each job slot owns one GPU (`CUDA_VISIBLE_DEVICES`). Ctrl-C or SIGTERM stops the whole sweep: the
-runs in flight get the same signal, and whatever they did not finish is run again next time.
+runs in flight get SIGINT, save `last.ckpt` at their current step and stop; the next `run` resumes each
+unfinished run from its `last.ckpt` (bit for bit, as `fit --ckpt_path last` does) and starts afresh only
+those killed before their first checkpoint.
 """
 
 from __future__ import annotations
@@ -125,16 +127,20 @@ def _raise_interrupt(signal_number: int, frame: object) -> None:
 
 
 def _start(run: Run, slot: int, jobs: int, gpus: list[str] | None, threads: list[str]) -> subprocess.Popen:
-    shutil.rmtree(run.folder, ignore_errors=True)  # an interrupted run restarts from scratch, not mixed in
+    resume = (run.folder / "checkpoints" / "last.ckpt").is_file()
+    if not resume:
+        shutil.rmtree(run.folder, ignore_errors=True)  # a run killed before its first checkpoint starts afresh
     run.folder.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
     output = None if jobs == 1 else open(run.folder / "output.log", "w")  # noqa: SIM115 (the child owns it)
     where = "" if output is None else f" (output: {run.folder / 'output.log'})"
-    process = subprocess.Popen([sys.executable, str(MAIN), *run.args, *threads], env=env, stdout=output,
-                               stderr=subprocess.STDOUT if output else None)
-    print(f"start {run.variant} seed {run.seed} (pid {process.pid}){where}", flush=True)
+    resume_args = ["--ckpt_path=last"] if resume else []  # the run's own folder: its logger version is fixed
+    process = subprocess.Popen([sys.executable, str(MAIN), *run.args, *threads, *resume_args], env=env,
+                               stdout=output, stderr=subprocess.STDOUT if output else None)
+    how = "resume" if resume else "start"
+    print(f"{how} {run.variant} seed {run.seed} (pid {process.pid}){where}", flush=True)
     return process
 
 
