@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -77,10 +78,12 @@ def test_sweep_runs_side_by_side_reports_and_resumes(tiny_experiment: str, mnist
         for seed in (42, 43):
             assert (out / variant / f"seed{seed}" / "config.yaml").is_file()
             assert "test/acc" in (out / variant / f"seed{seed}" / "output.log").read_text()
+            assert json.loads((out / variant / f"seed{seed}" / "process.json").read_text())["process_seconds"] > 1
     with open(out / "results.csv") as file:
         rows = list(csv.DictReader(file))
     assert sorted((r["variant"], r["seed"]) for r in rows) == [("relu", "42"), ("relu", "43"), ("sigmoid", "42"), ("sigmoid", "43")]
     assert all(0 <= float(r["test_acc"]) <= 1 and r["epochs"] == "2" and int(r["parameters"]) == 61_706 for r in rows)
+    assert all(float(r["process_seconds"]) > float(r["fit_seconds"]) for r in rows)  # start-up and test included
     table = (out / "results.md").read_text()
     assert "| relu | 2 |" in table and "±" in table and (out / "tiny.png").stat().st_size > 1000
 

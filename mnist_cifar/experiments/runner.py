@@ -10,6 +10,7 @@ those killed before their first checkpoint.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -25,6 +26,7 @@ from mnist_cifar.experiments.logs import is_complete
 
 FIRST_SEED = 42
 MAIN = REPO / "main.py"
+PROCESS_FILE = "process.json"
 STOP_GRACE_SECONDS = 60  # how long a stopped run may take to save its checkpoint before it is killed
 
 
@@ -101,25 +103,36 @@ def run_experiment(experiment: Experiment, seed_count: int, root: Path, extra: l
             pending.append(run)
     slots = list(range(jobs))
     running: dict[subprocess.Popen, tuple[Run, int]] = {}
+    started: dict[subprocess.Popen, float] = {}
     previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         while pending or running:
             while pending and slots:
                 run, slot = pending.popleft(), slots.pop(0)
-                running[_start(run, slot, jobs, gpus, thread_args(extra, jobs))] = (run, slot)
+                process = _start(run, slot, jobs, gpus, thread_args(extra, jobs))
+                running[process], started[process] = (run, slot), time.monotonic()
             time.sleep(0.2)
             for process in [p for p in running if p.poll() is not None]:
                 run, slot = running.pop(process)
+                add_process_seconds(run.folder, time.monotonic() - started.pop(process))
                 run.outcome = _outcome(run, process.returncode)
                 print(f"end {run.variant} seed {run.seed}: {run.outcome}", flush=True)
                 slots.append(slot)
     except SweepInterrupted:
-        _stop(running)
+        _stop(running, started)
         raise
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
     return runs
+
+
+def add_process_seconds(folder: Path, seconds: float) -> None:
+    """Add one process's wall time, start to exit (as `time python main.py fit ...` measures it: start-up, data
+    reading, training, the after-fit test), to the run's `process.json`; a resumed run adds up its attempts."""
+    path = folder / PROCESS_FILE
+    earlier = json.loads(path.read_text()).get("process_seconds", 0.0) if path.is_file() else 0.0
+    path.write_text(json.dumps({"process_seconds": earlier + seconds}))
 
 
 def _raise_interrupt(signal_number: int, frame: object) -> None:
@@ -150,7 +163,7 @@ def _outcome(run: Run, returncode: int) -> str:
     return "ran" if is_complete(run.folder) else "incomplete (no test/acc in its logs)"
 
 
-def _stop(running: dict[subprocess.Popen, tuple[Run, int]]) -> None:
+def _stop(running: dict[subprocess.Popen, tuple[Run, int]], started: dict[subprocess.Popen, float]) -> None:
     """Pass SIGINT on to the runs in flight, give them time to stop, then kill what is left."""
     for process in running:
         if process.poll() is None:
@@ -162,4 +175,5 @@ def _stop(running: dict[subprocess.Popen, tuple[Run, int]]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        add_process_seconds(run.folder, time.monotonic() - started[process])
         run.outcome = "interrupted"
