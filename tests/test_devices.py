@@ -43,7 +43,7 @@ def last_values(run_dir: Path, prefix: str) -> dict[str, float]:
     return {tag: values[-1][1] for tag, values in read_scalars(run_dir).items() if tag.startswith(prefix)}
 
 
-def test_fit_test_and_predict_under_ddp_match_one_process(odd_mnist: Path, tmp_path: Path) -> None:
+def test_fit_validate_test_and_predict_under_ddp_match_one_process(odd_mnist: Path, tmp_path: Path) -> None:
     main("fit", "--config", LENET, "--data.data_dir", str(odd_mnist), *SMALL, "--trainer.max_epochs", "2", *DDP,
          cwd=tmp_path)
     runs = list((tmp_path / "lightning_logs" / "lenet_mnist").iterdir())
@@ -62,6 +62,12 @@ def test_fit_test_and_predict_under_ddp_match_one_process(odd_mnist: Path, tmp_p
          "ddp_test", cwd=tmp_path)
     ddp_test = last_values(tmp_path / "lightning_logs" / "lenet_mnist" / "ddp_test", "test/")
     assert ddp_test == pytest.approx(after_fit, abs=1e-6)
+
+    main("validate", "--ckpt_path", str(best), "--data.data_dir", str(odd_mnist), *DDP,
+         "--trainer.logger.init_args.version", "ddp_validate", cwd=tmp_path)
+    ddp_val = last_values(tmp_path / "lightning_logs" / "lenet_mnist" / "ddp_validate", "val/")
+    one_val = run(["validate", "--ckpt_path", str(best), "--data.data_dir", str(odd_mnist)], default_config=DEFAULT_CONFIG)
+    assert ddp_val == pytest.approx({k: v.item() for k, v in one_val.trainer.callback_metrics.items()}, abs=1e-6)
 
     printed = main("predict", "--ckpt_path", str(best), "--data.data_dir", str(odd_mnist), *DDP,
                    "--trainer.logger.init_args.version", "ddp_predict", cwd=tmp_path)

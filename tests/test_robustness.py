@@ -191,3 +191,22 @@ def test_predict_reads_every_readable_image_and_names_why_the_others_are_not(tmp
     assert int(predicted["deep.png"].float().mean()) == 128  # 16-bit scaled to 8 bits, not clipped to 255
     assert int(predicted["huge.png"].float().mean()) == 255 and predicted["cmyk.jpg"].float().mean() > 250
     assert found.images.shape == (6, 1, 28, 28)
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mnist_cifar import checkpoint_io
+
+    path = tmp_path / "last.ckpt"
+    checkpoint_io.atomic_save({"state_dict": {"w": torch.ones(3)}, "global_step": 1}, path)
+    before = path.read_bytes()
+
+    def disk_full(obj: object, file: object) -> None:
+        file.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_io.torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        checkpoint_io.atomic_save({"state_dict": {"w": torch.zeros(3)}, "global_step": 2}, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+    with pytest.raises(CheckpointError, match="NaN"):
+        checkpoint_io.atomic_save({"state_dict": {"w": torch.tensor([float("nan")])}}, path)
