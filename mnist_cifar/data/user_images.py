@@ -72,8 +72,10 @@ def decode(file: Path, image_shape: tuple[int, int, int]) -> Tensor:
     if size == 0:
         raise UnreadableImage("an empty file (0 bytes)")
     try:
-        with warnings.catch_warnings(), Image.open(file) as image:
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS is our own limit
+            image = Image.open(file)
+        with image:
             if image.width * image.height > MAX_PIXELS:
                 raise UnreadableImage(f"too large ({image.width}x{image.height} pixels, over {MAX_PIXELS:,}): "
                                       f"downscale it first")
