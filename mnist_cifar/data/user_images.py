@@ -80,7 +80,7 @@ def decode(file: Path, image_shape: tuple[int, int, int]) -> Tensor:
                 raise UnreadableImage(f"too large ({image.width}x{image.height} pixels, over {MAX_PIXELS:,}): "
                                       f"downscale it first")
             image.seek(0)  # an animated GIF or WebP: its first frame
-            pixels = _pixels(image, gray=image_shape[0] == 1)
+            pixels = _pixels(image)
     except UnidentifiedImageError as error:
         head = file.read_bytes()[:8]
         raise UnreadableImage(f"not an image file (it starts with the bytes {head!r}, which no image format "
@@ -97,7 +97,7 @@ def decode(file: Path, image_shape: tuple[int, int, int]) -> Tensor:
     return resize(tensor, list(image_shape[1:]), antialias=True).contiguous()
 
 
-def _pixels(image: Image.Image, gray: bool) -> np.ndarray:
+def _pixels(image: Image.Image) -> np.ndarray:
     """The decoded frame as an 8-bit `(H, W, C)` array: one channel for a gray image, else RGB.
 
     16-bit and float images are scaled to 8 bits, not clipped; a gray image stays gray (no round trip through RGB).
