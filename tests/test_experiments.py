@@ -49,6 +49,7 @@ def test_overrides_change_what_runs() -> None:
 
 TINY_EXPERIMENT = (
     "description: two LeNets\n"
+    "target: 0.02\n"
     "config: configs/lenet_mnist.yaml\n"
     "args: {trainer.max_epochs: 2, data.init_args.val_size: 50, data.init_args.batch_size: 64, "
     "trainer.enable_progress_bar: false}\n"
@@ -86,6 +87,7 @@ def test_sweep_runs_side_by_side_reports_and_resumes(tiny_experiment: str, mnist
     assert all(float(r["process_seconds"]) > float(r["fit_seconds"]) for r in rows)  # start-up and test included
     table = (out / "results.md").read_text()
     assert "| relu | 2 |" in table and "±" in table and (out / "tiny.png").stat().st_size > 1000
+    assert "val ≥ 2 %: epochs, training s |" in table and " 1.0, " in table  # time to the target: the first epoch
 
     # A second run trains nothing but the run whose logs lack its test (as a killed run's do).
     (out / "sigmoid" / "seed43").rename(tmp_path / "kept")

@@ -1,6 +1,7 @@
 """An experiment definition: `configs/experiments/<name>.yaml` holds a base config, shared overrides and variants.
 
     description: what the experiment shows
+    target: 0.99                            # optional: report epochs and training seconds to this val accuracy
     config: configs/cnn_mnist.yaml          # the base config of every variant (relative to the repository)
     args: {trainer.max_epochs: 5}           # overrides for every variant, as LightningCLI keys
     variants:
@@ -43,13 +44,14 @@ class Experiment:
     name: str
     description: str
     variants: list[Variant]
+    target: float | None = None  # a validation accuracy: the report adds how many epochs and seconds reach it
 
 
 def available() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
 
 
-EXPERIMENT_KEYS = {"description", "config", "args", "variants"}
+EXPERIMENT_KEYS = {"description", "config", "args", "variants", "target"}
 VARIANT_KEYS = {"config", "args"}
 
 
@@ -72,7 +74,10 @@ def load(name: str) -> Experiment:
         if config is None:
             raise ConfigError(f"{path}, variant {variant!r}, has no config: give `config:` at the top or in the variant.")
         variants.append(Variant(name=variant, config=REPO / config, args={**shared, **body.get("args", {})}))
-    return Experiment(name=path.stem, description=spec.get("description", ""), variants=variants)
+    target = spec.get("target")
+    if target is not None and not (isinstance(target, (int, float)) and 0 < target <= 1):
+        raise ConfigError(f"{path}: target must be a validation accuracy between 0 and 1 (e.g. 0.99), got {target!r}.")
+    return Experiment(name=path.stem, description=spec.get("description", ""), variants=variants, target=target)
 
 
 def _check_keys(spec: dict, allowed: set[str], where: str) -> None:

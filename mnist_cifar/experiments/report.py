@@ -26,13 +26,15 @@ class RunResult:
     fit_seconds: float
     process_seconds: float  # the whole `python main.py fit` process, start to exit (process.json, by the runner)
     train_images_per_s: float
+    epochs_to_target: int = 0  # the first epoch whose val acc reached the experiment's target (0: never)
+    seconds_to_target: float = float("nan")  # training seconds up to the end of that epoch
 
 
 def _values(scalars: dict, tag: str) -> list[float]:
     return [value for _, value in sorted(scalars.get(tag, []))]
 
 
-def read_run(folder: Path, variant: str) -> RunResult | None:
+def read_run(folder: Path, variant: str, target: float | None = None) -> RunResult | None:
     scalars = read_scalars(folder)
     if "test/acc" not in scalars:
         return None
@@ -50,7 +52,15 @@ def read_run(folder: Path, variant: str) -> RunResult | None:
         fit_seconds=(_values(scalars, "run/fit_seconds") or [float("nan")])[-1],
         process_seconds=_process_seconds(folder),
         train_images_per_s=statistics.fmean(speed) if speed else float("nan"),
+        **_time_to_target(val, _values(scalars, "run/epoch_train_seconds"), target),
     )
+
+
+def _time_to_target(val: list[float], epoch_seconds: list[float], target: float | None) -> dict:
+    reached = next((epoch for epoch, accuracy in enumerate(val, 1) if target is not None and accuracy >= target), 0)
+    if not reached:
+        return {}
+    return {"epochs_to_target": reached, "seconds_to_target": sum(epoch_seconds[:reached])}
 
 
 def _process_seconds(folder: Path) -> float:
@@ -62,7 +72,7 @@ def collect(experiment: Experiment, root: Path) -> list[RunResult]:
     results = []
     for variant in experiment.variants:
         for folder in sorted((root / "experiments" / experiment.name / variant.name).glob("seed*")):
-            result = read_run(folder, variant.name)
+            result = read_run(folder, variant.name, experiment.target)
             if result is not None:
                 results.append(result)
     return results
@@ -78,6 +88,9 @@ def markdown_table(experiment: Experiment, results: list[RunResult]) -> str:
         "| wall time (whole process) | train images/s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    if experiment.target is not None:
+        lines[0] += f" val ≥ {100 * experiment.target:g} %: epochs, training s |"
+        lines[1] += "---|"
     for variant in experiment.variants:
         runs = [r for r in results if r.variant == variant.name]
         if not runs:
@@ -92,8 +105,18 @@ def markdown_table(experiment: Experiment, results: list[RunResult]) -> str:
             f"| {100 * val:.2f} % | {best_epoch:.1f} / {runs[0].epochs} | {runs[0].parameters:,} "
             f"| {statistics.fmean(r.process_seconds for r in runs):.0f} s "
             f"| {statistics.fmean(r.train_images_per_s for r in runs):,.0f} |"
+            + (_target_cell(runs) if experiment.target is not None else "")
         )
     return "\n".join(lines)
+
+
+def _target_cell(runs: list[RunResult]) -> str:
+    reached = [r for r in runs if r.epochs_to_target]
+    if not reached:
+        return " not reached |"
+    epochs = statistics.fmean(r.epochs_to_target for r in reached)
+    seconds = statistics.fmean(r.seconds_to_target for r in reached)
+    return f" {epochs:.1f}, {seconds:.0f} s ({len(reached)} of {len(runs)} seeds) |"
 
 
 def plot(experiment: Experiment, results: list[RunResult], path: Path) -> None:
