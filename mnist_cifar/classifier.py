@@ -52,6 +52,8 @@ class ImageClassifier(L.LightningModule):
         label_smoothing: cross-entropy label smoothing (0 = plain cross-entropy).
         num_classes: number of classes, linked from the data set by `main.py`.
         input_shape: one image's shape, linked from the data set; gives the model summary its layer output sizes.
+        compile: run the network through `torch.compile` (with `compile_backend`); worth it on a GPU.
+        channels_last: NHWC memory layout for network and inputs (faster convolutions with bf16/fp16 on GPUs).
 
     A `OneCycleLR` scheduler given without `total_steps` or `epochs` gets its length from the trainer
     (`estimated_stepping_batches`, or `max_epochs` with `scheduler_interval: epoch`), so overriding
@@ -67,6 +69,9 @@ class ImageClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         num_classes: int = 10,
         input_shape: tuple[int, int, int] | None = None,
+        compile: bool = False,
+        compile_backend: str = "inductor",
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -80,6 +85,15 @@ class ImageClassifier(L.LightningModule):
         self.mean_loss = nn.ModuleList(MeanMetric() for _ in STAGES)
         if input_shape is not None:
             self.example_input_array = torch.zeros(1, *input_shape)
+        self._compiled: Any = None  # not a submodule: checkpoints keep the plain `net.*` names
+
+    def configure_model(self) -> None:
+        """`channels_last` and `torch.compile`, applied once the model is on its device. Neither changes the
+        checkpoint: it holds the plain network's weights, so it loads with or without them."""
+        if self.hparams.get("channels_last") and self._compiled is None:
+            self.net.to(memory_format=torch.channels_last)
+        if self.hparams.get("compile") and self._compiled is None:
+            object.__setattr__(self, "_compiled", torch.compile(self.net, backend=self.hparams.compile_backend))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse, in one paragraph, a checkpoint that is damaged or was made by another network."""
@@ -100,7 +114,9 @@ class ImageClassifier(L.LightningModule):
             return "being loaded"
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        if self.hparams.get("channels_last") and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return (self._compiled if self._compiled is not None else self.net)(x)
 
     def _shared_step(self, batch: Batch, stage: str) -> tuple[Tensor, Tensor]:
         images, labels = batch

@@ -115,3 +115,26 @@ def test_float16_on_the_cpu_is_refused_with_what_to_use(precision: str, capsys: 
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert precision in err and "bf16-mixed" in err and "Traceback" not in err
+
+
+def test_device_resident_batches_train_exactly_like_the_dataloader(cifar_dir: Path) -> None:
+    common = ["fit", "--config", str(ROOT / "configs" / "lenet_cifar.yaml"), "--data.data_dir", str(cifar_dir), *SMALL,
+              "--trainer.max_epochs", "2", "--test_after_fit", "false"]
+    loader = run(common, default_config=DEFAULT_CONFIG)
+    on_device = run([*common, "--data.on_device", "true"], default_config=DEFAULT_CONFIG)
+    assert type(on_device.trainer.train_dataloader).__name__ == "DeviceBatches"
+    for name, tensor in loader.model.state_dict().items():  # same shuffles, crops, flips: the same weights
+        assert torch.equal(tensor, on_device.model.state_dict()[name]), name
+
+
+def test_compiled_channels_last_checkpoints_load_without_them(mnist_dir: Path) -> None:
+    fitted = run(["fit", "--config", LENET, "--data.data_dir", str(mnist_dir), *SMALL, "--trainer.max_epochs", "1",
+                  "--trainer.limit_train_batches", "2", "--model.compile", "true", "--model.compile_backend", "eager",
+                  "--model.channels_last", "true"], default_config=DEFAULT_CONFIG)
+    assert fitted.model._compiled is not None
+    best = fitted.trainer.checkpoint_callback.best_model_path
+    plain = run(["test", "--ckpt_path", best, "--data.data_dir", str(mnist_dir), "--model.compile", "false",
+                 "--model.channels_last", "false"], default_config=DEFAULT_CONFIG)
+    assert plain.model._compiled is None
+    assert plain.trainer.callback_metrics["test/acc"].item() == pytest.approx(
+        fitted.trainer.callback_metrics["test/acc"].item(), abs=1e-6)

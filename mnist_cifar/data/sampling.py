@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+from torch import Tensor
 from torch.utils.data import DistributedSampler, Dataset
 
 
@@ -49,3 +50,28 @@ class ShardSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class DeviceBatches:
+    """Training, validation or test batches sliced from a split that lives on the training device (uint8).
+
+    The airbench way for data sets that fit in device memory: the split is copied to the device once, and each
+    batch is one indexing op there, with no DataLoader, no per-batch host-to-device copy and no worker. The
+    order is the `ShardSampler`'s, so the batches, the shuffling, DDP sharding and mid-epoch resume are exactly
+    those of the DataLoader path (the same run gives the same weights either way). Lightning accepts any
+    iterable with a length, and calls `set_epoch` on `.sampler`.
+    """
+
+    batch_sampler = None  # Lightning looks for one beside `sampler`
+
+    def __init__(self, images: Tensor, labels: Tensor, sampler: ShardSampler, batch_size: int) -> None:
+        self.images, self.labels, self.sampler, self.batch_size = images, labels, sampler, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        order = torch.tensor(list(self.sampler), dtype=torch.long, device=self.images.device)
+        for start in range(0, len(order), self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield self.images[index], self.labels[index]
