@@ -164,10 +164,12 @@ class AugmentedSamples(L.Callback):
         self.done = False
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        writer = tensorboard(trainer)
-        if self.done or writer is None:
+        if self.done:
             return
         self.done = True
+        writer = tensorboard(trainer)
+        if writer is None:
+            return
         images, labels = batch[0][: self.count], batch[1][: self.count]
         names = class_names(trainer, int(labels.max()) + 1)
         grid = image_grid(displayable(images, *normalization(trainer)), [names[int(y)] for y in labels])

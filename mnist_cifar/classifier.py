@@ -124,14 +124,18 @@ class ImageClassifier(L.LightningModule):
         loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
         accuracy = self.accuracy[STAGES.index(stage)]
         accuracy.update(logits, labels)  # its compute() at epoch end syncs the ranks
-        # `{stage}/loss` is the epoch's mean over every image of every rank. A MeanMetric syncs sums; `self.log`'s
-        # own `sync_dist` averages the ranks' image counts as integers (lightning 2.6.6), off when the total is odd.
-        # The per-step curve `train/loss_step` is this rank's own: syncing it would cost a collective a step.
-        mean_loss = self.mean_loss[STAGES.index(stage)]
-        mean_loss.update(loss.detach(), weight=len(labels))
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        # `{stage}/loss` is the epoch's mean over every image of every rank. Evaluation shards can differ in size,
+        # and `self.log`'s own `sync_dist` averages the ranks' image counts as integers (lightning 2.6.6), which
+        # is off when the total is odd: a MeanMetric syncs plain sums instead. Training shards are padded to equal
+        # sizes, so there the cheaper `self.log` is exact. The per-step curve `train/loss_step` is this rank's own.
         if stage == "train":
+            self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels),
+                     sync_dist=True)
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=len(labels))
+        else:
+            mean_loss = self.mean_loss[STAGES.index(stage)]
+            mean_loss.update(loss.detach(), weight=len(labels))
+            self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
         return loss, logits
 
