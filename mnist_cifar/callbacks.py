@@ -154,26 +154,35 @@ class AugmentedSamples(L.Callback):
     """Once per fit, the first training batch as the network sees it: after the DataModule's
     `on_after_batch_transfer` (augmentation, and the pixel permutation when `permute_pixels` is on), only
     un-normalized for display, each image titled with its class name.
+
+    The batch is kept at its step and drawn at the end of that epoch: drawing takes seconds (matplotlib), which
+    would otherwise stall the first step and count against the epoch's images/s.
     """
 
     def __init__(self, count: int = 32) -> None:
         self.count = count
         self.done = False
+        self.kept: tuple[Tensor, Tensor, int] | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.done = False
+        self.done, self.kept = False, None
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         if self.done:
             return
         self.done = True
+        if tensorboard(trainer) is not None:
+            self.kept = (batch[0][: self.count].detach().clone(), batch[1][: self.count].clone(), trainer.global_step)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = tensorboard(trainer)
-        if writer is None:
+        if writer is None or self.kept is None:
             return
-        images, labels = batch[0][: self.count], batch[1][: self.count]
+        images, labels, step = self.kept
+        self.kept = None
         names = class_names(trainer, int(labels.max()) + 1)
         grid = image_grid(displayable(images, *normalization(trainer)), [names[int(y)] for y in labels])
-        writer.add_image("samples/train_augmented", grid, trainer.global_step, dataformats="HWC")
+        writer.add_image("samples/train_augmented", grid, step, dataformats="HWC")
 
 
 class ConfusionMatrix(L.Callback):

@@ -122,22 +122,38 @@ class ImageClassifier(L.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
-        accuracy = self.accuracy[STAGES.index(stage)]
-        accuracy.update(logits, labels)  # its compute() at epoch end syncs the ranks
-        # `{stage}/loss` is the epoch's mean over every image of every rank. Evaluation shards can differ in size,
-        # and `self.log`'s own `sync_dist` averages the ranks' image counts as integers (lightning 2.6.6), which
-        # is off when the total is odd: a MeanMetric syncs plain sums instead. Training shards are padded to equal
-        # sizes, so there the cheaper `self.log` is exact. The per-step curve `train/loss_step` is this rank's own.
-        if stage == "train":
-            self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels),
-                     sync_dist=True)
+        index = STAGES.index(stage)
+        self.accuracy[index].update(logits, labels)
+        self.mean_loss[index].update(loss.detach(), weight=len(labels))
+        if stage == "train":  # the per-step curve; this rank's own (syncing it would cost a collective a step)
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=len(labels))
-        else:
-            mean_loss = self.mean_loss[STAGES.index(stage)]
-            mean_loss.update(loss.detach(), weight=len(labels))
-            self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
-        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
         return loss, logits
+
+    def _log_epoch(self, stage: str) -> None:
+        """`{stage}/loss` and `{stage}/acc` over every image of every rank, logged once per epoch.
+
+        The metrics' `compute()` syncs plain sums across ranks, so every image counts once whatever the shard
+        sizes. (`self.log(..., sync_dist=True)` of a per-step loss would average the ranks' image counts as
+        integers in lightning 2.6.6, off when the total is odd; and a `self.log` per step costs more than the
+        metric updates.) The values are the same on every rank, so the sync below changes nothing.
+        """
+        index = STAGES.index(stage)
+        loss, accuracy = self.mean_loss[index], self.accuracy[index]
+        if not accuracy.update_called:
+            return
+        self.log_dict({f"{stage}/loss": loss.compute(), f"{stage}/acc": accuracy.compute()}, prog_bar=True,
+                      sync_dist=True)
+        loss.reset()
+        accuracy.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._shared_step(batch, "train")[0]

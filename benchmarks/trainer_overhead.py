@@ -1,0 +1,92 @@
+"""What the Trainer costs per step: LeNet-5 on MNIST through `main.py`'s Trainer vs a bare loop on the same data path.
+
+Both sides train one epoch of the same network with the same Adam on the same in-memory uint8 MNIST, batches
+taken by randperm index slices and normalized by the project's own `augment.normalize`; no augmentation, no
+schedule, no validation. The bare loop has no DataLoader and no Lightning. The Trainer side runs as shipped
+(default.yaml's logger, checkpointing, progress bar and callbacks), with the DataLoader or with
+`--data.on_device true`. Rows run back to back in this process, alternating, and the best of `--repeats`
+rounds is kept: compare the ratios, not the absolute figures. Needs the real MNIST:
+
+    python benchmarks/trainer_overhead.py --data_dir ../shared/data --repeats 3 [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mnist_cifar.cli import build
+from mnist_cifar.data import MNISTDataModule, augment
+from mnist_cifar.models import LeNet5
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bare_epoch(images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
+    """Images/s of one epoch of the bare loop."""
+    torch.manual_seed(0)
+    net = LeNet5((1, 28, 28), 10, activation="relu", pooling="max")
+    optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
+    mean, std = torch.tensor(MNISTDataModule.mean), torch.tensor(MNISTDataModule.std)
+    order = torch.randperm(len(labels))
+    start = time.perf_counter()
+    for first in range(0, len(order), batch_size):
+        index = order[first : first + batch_size]
+        x, y = augment.normalize(images[index], mean, std), labels[index]
+        optimizer.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        optimizer.step()
+    return len(order) / (time.perf_counter() - start)
+
+
+def trainer_epoch(data_dir: str, batch_size: int, threads: int, extra: list[str]) -> float:
+    """Images/s of one epoch through the Trainer (RunStats: first to last training batch)."""
+    with tempfile.TemporaryDirectory() as logs:
+        cli = build(["--config", str(ROOT / "configs" / "lenet_mnist.yaml"), "--data.data_dir", data_dir,
+                     "--data.batch_size", str(batch_size), "--data.crop_padding", "0", "--model.scheduler", "null",
+                     "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0", "--num_threads", str(threads),
+                     "--trainer.logger.init_args.save_dir", logs, *extra],
+                    default_config=ROOT / "configs" / "default.yaml")
+        torch.set_num_threads(threads)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        return float(cli.trainer.callback_metrics["run/train_images_per_s"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", default=os.environ.get("MNIST_CIFAR_DATA", "data"))
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of all rows; the best of each is kept")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[64, 256])
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    dm = MNISTDataModule(data_dir=args.data_dir, val_size=5000)
+    dm.prepare_data()
+    dm.setup("fit")
+    images, labels = dm.train_set.images, dm.train_set.labels
+    rows = {}
+    for batch in args.batch_sizes:
+        rows[f"bare loop, batch {batch}"] = lambda b=batch: bare_epoch(images, labels, b)
+        rows[f"Trainer (DataLoader), batch {batch}"] = lambda b=batch: trainer_epoch(args.data_dir, b, args.threads, [])
+        rows[f"Trainer (on_device), batch {batch}"] = lambda b=batch: trainer_epoch(
+            args.data_dir, b, args.threads, ["--data.on_device", "true"])
+    best = dict.fromkeys(rows, 0.0)
+    for _ in range(args.repeats):
+        for name, measure in rows.items():
+            torch.set_num_threads(args.threads)
+            best[name] = max(best[name], measure())
+    print(f"\n{args.threads} thread(s), best of {args.repeats} rounds")
+    print(f"{'setting':<40} {'images/s':>10} {'vs bare loop':>13}")
+    for name, speed in best.items():
+        bare = best[f"bare loop, batch {name.rsplit(' ', 1)[1]}"]
+        print(f"{name:<40} {speed:>10.0f} {speed / bare:>12.2f}x")
+
+
+if __name__ == "__main__":
+    main()
