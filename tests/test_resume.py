@@ -125,7 +125,7 @@ def test_a_diverging_run_stops_at_the_first_nan_and_saves_no_nan(mnist_dir: Path
     with pytest.raises(SystemExit) as exit_info:
         run(["fit", "--config", str(ROOT / "configs" / "lenet_mnist.yaml"), "--data.data_dir", str(mnist_dir),
              "--data.val_size", "50", "--data.batch_size", "32", "--trainer.max_epochs", "3",
-             "--model.optimizer", "torch.optim.SGD", "--model.optimizer.init_args.lr", "1e6",
+             "--model.optimizer", "torch.optim.SGD", "--model.optimizer.init_args.lr", "1e6", "--model.scheduler", "null",
              "--last_checkpoint.every_n_train_steps", "1"],
             default_config=DEFAULT_CONFIG)
     assert exit_info.value.code == 1
