@@ -8,6 +8,7 @@ ends with the test figure that `python main.py test --ckpt_path <best>` reproduc
 from __future__ import annotations
 
 import sys
+import warnings
 from argparse import ArgumentError
 from collections.abc import Sequence
 from pathlib import Path
@@ -96,6 +97,10 @@ class ExperimentCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_values(config)
+        if self.subcommand != "fit":  # restoring a fit's ModelCheckpoint state into an evaluation run, whose log
+            # folder is new by design, makes Lightning warn that best-checkpoint tracking is not reloaded: it is
+            # not needed outside fit.
+            warnings.filterwarnings("ignore", message="The dirpath has changed", module="lightning.pytorch.callbacks")
         threads = config.get("num_threads")
         if threads:
             torch.set_num_threads(threads)

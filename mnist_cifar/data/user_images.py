@@ -109,8 +109,8 @@ def _pixels(image: Image.Image) -> np.ndarray:
             top = max(float(values.max()), 1e-12)
         return np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)[..., None]
     if image.mode in ("1", "L", "LA"):
-        return np.asarray(image.convert("L"))[..., None]
-    return np.asarray(image.convert("RGB"))
+        return np.array(image.convert("L"))[..., None]  # a writable copy, as torch.from_numpy wants
+    return np.array(image.convert("RGB"))
 
 
 def read_user_images(path: Path, image_shape: tuple[int, int, int]) -> UserImages:
