@@ -28,7 +28,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams as hparams_summary
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 # What the HParams row shows, and the scalar tag it reads each from.
@@ -195,9 +194,10 @@ class ConfusionMatrix(L.Callback):
 
     def __init__(self) -> None:
         self.matrix: MulticlassConfusionMatrix | None = None
+        self.counts: Tensor | None = None  # the synced matrix, computed once at the test epoch's end
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.matrix = None
+        self.matrix, self.counts = None, None
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -210,8 +210,7 @@ class ConfusionMatrix(L.Callback):
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.matrix is None:
             return
-        counts = self.matrix.compute().cpu()  # a collective under DDP: every rank gets here
-        self.counts = counts
+        counts = self.counts = self.matrix.compute().cpu()  # a collective under DDP: every rank gets here
         recall = counts.diag() / counts.sum(1).clamp(min=1)
         names = class_names(trainer, len(counts))
         supported = {f"test/acc_{name}": accuracy for name, accuracy, support in
@@ -220,7 +219,7 @@ class ConfusionMatrix(L.Callback):
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = tensorboard(trainer)
-        if writer is None or self.matrix is None:
+        if writer is None or self.counts is None:
             return
         names = class_names(trainer, len(self.counts))
         writer.add_image("test/confusion_matrix", confusion_figure(self.counts, names), trainer.global_step,

@@ -111,13 +111,8 @@ def atomic_save(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint plugin with atomic, hashed saves and verified loads."""
+    """Lightning's checkpoint plugin with atomic, hashed saves. Loads are verified once, where every load of a
+    classifier ends: `ImageClassifier.on_load_checkpoint` (Trainer restores and `load_from_checkpoint` alike)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         atomic_save(checkpoint, path)
-
-    def load_checkpoint(self, path: Any, map_location: Any = lambda storage, loc: storage,
-                        weights_only: bool | None = None) -> dict:
-        checkpoint = super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
-        verify(checkpoint, str(path))
-        return checkpoint

@@ -58,7 +58,12 @@ class LatestCheckpoint(ModelCheckpoint):
             trainer.save_checkpoint(self.last_path(trainer))
 
     def last_path(self, trainer: L.Trainer) -> str:
-        return os.path.join(self.dirpath or os.path.join(trainer.log_dir or ".", "checkpoints"), f"{LAST}.ckpt")
+        return last_checkpoint_path(trainer, self.dirpath)
+
+
+def last_checkpoint_path(trainer: L.Trainer, dirpath: str | None = None) -> str:
+    """`last.ckpt` in `dirpath`, or in the run's `checkpoints/` folder as ModelCheckpoint places it."""
+    return os.path.join(dirpath or os.path.join(trainer.log_dir or ".", "checkpoints"), f"{LAST}.ckpt")
 
 
 class RandomState(L.Callback):
@@ -136,7 +141,7 @@ class StopOnSignal(L.Callback):
         if not received:
             return
         latest = next((c for c in trainer.callbacks if isinstance(c, LatestCheckpoint)), None)
-        path = latest.last_path(trainer) if latest else os.path.join(trainer.log_dir or ".", "checkpoints", "last.ckpt")
+        path = latest.last_path(trainer) if latest else last_checkpoint_path(trainer)
         trainer.save_checkpoint(path)
         raise RunStopped(self.received or signal.SIGTERM, str(Path(path)), trainer.current_epoch, trainer.global_step)
 

@@ -30,7 +30,8 @@ class ShardSampler(DistributedSampler):
         self.batch_size = batch_size
         self.skip_batches = 0
         if not shuffle:
-            self.num_samples = self._shard_bounds()[1] - self._shard_bounds()[0]
+            start, end = self._shard_bounds()
+            self.num_samples = end - start
 
     def _shard_bounds(self) -> tuple[int, int]:
         return self.rank * self.size // self.num_replicas, (self.rank + 1) * self.size // self.num_replicas

@@ -1,7 +1,8 @@
-"""Read a run's TensorBoard events back: the scalars the report needs, and whether the run finished."""
+"""Read a run's folder back: its TensorBoard scalars, whether it finished, and the process's wall time."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -21,3 +22,12 @@ def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 def is_complete(run_dir: Path) -> bool:
     """A run is complete once its best checkpoint was tested: `test/acc` is in its logs."""
     return run_dir.is_dir() and "test/acc" in read_scalars(run_dir)
+
+
+PROCESS_FILE = "process.json"  # written by the runner: the run's processes' wall time, start to exit
+
+
+def process_seconds(run_dir: Path) -> float:
+    """The whole-process wall time the runner recorded for a run (summed over resumes); NaN when there is none."""
+    path = run_dir / PROCESS_FILE
+    return float(json.loads(path.read_text())["process_seconds"]) if path.is_file() else float("nan")

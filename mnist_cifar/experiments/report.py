@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import csv
-import json
 import statistics
 import textwrap
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mnist_cifar.experiments.definition import Experiment
-from mnist_cifar.experiments.logs import read_scalars
+from mnist_cifar.experiments.logs import process_seconds, read_scalars
 
 
 @dataclass
@@ -50,7 +49,7 @@ def read_run(folder: Path, variant: str, target: float | None = None) -> RunResu
         epochs=len(val),
         parameters=int((_values(scalars, "run/parameters") or [0])[-1]),
         fit_seconds=(_values(scalars, "run/fit_seconds") or [float("nan")])[-1],
-        process_seconds=_process_seconds(folder),
+        process_seconds=process_seconds(folder),
         train_images_per_s=statistics.fmean(speed) if speed else float("nan"),
         **_time_to_target(val, _values(scalars, "run/epoch_train_seconds"), target),
     )
@@ -61,11 +60,6 @@ def _time_to_target(val: list[float], epoch_seconds: list[float], target: float 
     if not reached:
         return {}
     return {"epochs_to_target": reached, "seconds_to_target": sum(epoch_seconds[:reached])}
-
-
-def _process_seconds(folder: Path) -> float:
-    path = folder / "process.json"
-    return float(json.loads(path.read_text())["process_seconds"]) if path.is_file() else float("nan")
 
 
 def collect(experiment: Experiment, root: Path) -> list[RunResult]:

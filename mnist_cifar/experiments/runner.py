@@ -11,6 +11,7 @@ those killed before their first checkpoint.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -22,11 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_cifar.experiments.definition import REPO, Experiment, Variant
-from mnist_cifar.experiments.logs import is_complete
+from mnist_cifar.experiments.logs import PROCESS_FILE, is_complete, process_seconds
 
 FIRST_SEED = 42
 MAIN = REPO / "main.py"
-PROCESS_FILE = "process.json"
 STOP_GRACE_SECONDS = 60  # how long a stopped run may take to save its checkpoint before it is killed
 
 
@@ -130,9 +130,9 @@ def run_experiment(experiment: Experiment, seed_count: int, root: Path, extra: l
 def add_process_seconds(folder: Path, seconds: float) -> None:
     """Add one process's wall time, start to exit (as `time python main.py fit ...` measures it: start-up, data
     reading, training, the after-fit test), to the run's `process.json`; a resumed run adds up its attempts."""
-    path = folder / PROCESS_FILE
-    earlier = json.loads(path.read_text()).get("process_seconds", 0.0) if path.is_file() else 0.0
-    path.write_text(json.dumps({"process_seconds": earlier + seconds}))
+    earlier = process_seconds(folder)  # NaN before the run's first process ended
+    total = seconds if math.isnan(earlier) else earlier + seconds
+    (folder / PROCESS_FILE).write_text(json.dumps({"process_seconds": total}))
 
 
 def _raise_interrupt(signal_number: int, frame: object) -> None:
