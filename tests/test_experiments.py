@@ -166,3 +166,22 @@ def test_unknown_experiment_is_named(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
         experiments_main(["report", "no_such_thing"])
     assert exit_info.value.code == 2 and "no_such_thing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spec,says", [
+    ("description: x\nconfig: configs/lenet_mnist.yaml\n", "has no variants"),
+    ("description: x\nvariants:\n  a: {}\n", "has no config"),
+    ("description: x\ntarget: 99\nconfig: configs/lenet_mnist.yaml\nvariants:\n  a: {}\n", "target must be"),
+], ids=["no-variants", "no-config", "bad-target"])
+def test_a_broken_experiment_file_is_named(spec: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(spec)
+    with pytest.raises(SystemExit) as exit_info:
+        experiments_main(["run", str(path)])
+    assert exit_info.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_jobs_below_one_is_refused(tiny_experiment: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        experiments_main(["run", tiny_experiment, "--jobs", "0"])
+    assert exit_info.value.code == 2 and "--jobs must be at least 1" in capsys.readouterr().err

@@ -210,3 +210,11 @@ def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path: Path, monk
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
     with pytest.raises(CheckpointError, match="NaN"):
         checkpoint_io.atomic_save({"state_dict": {"w": torch.tensor([float("nan")])}}, path)
+
+
+def test_resuming_last_without_a_last_checkpoint_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli("fit", "--config", LENET, "--ckpt_path", "last", "--trainer.logger.init_args.save_dir", str(tmp_path))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--ckpt_path last found no checkpoint" in err and "lenet_mnist" in err and "Traceback" not in err
