@@ -19,14 +19,11 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_cifar.checkpoint_io import state_dict_mismatch, verify
 from mnist_cifar.errors import CheckpointError
 
 Batch = tuple[Tensor, Tensor]
-STAGES = ("train", "val", "test")
 LIVE_OBJECT_ARGS = ("net", "optimizer", "scheduler")
 
 
@@ -81,10 +78,11 @@ class ImageClassifier(L.LightningModule):
         self.net = net
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.accuracy = nn.ModuleList(MulticlassAccuracy(num_classes=num_classes, average="micro") for _ in STAGES)
-        self.mean_loss = nn.ModuleList(MeanMetric() for _ in STAGES)
+        self._sums: dict[str, Tensor] = {}  # per stage: summed loss, correct predictions, images (see _log_epoch)
         if input_shape is not None:
             self.example_input_array = torch.zeros(1, *input_shape)
+        self._step_loss: Tensor | None = None
+        self._step_logged = -1
         self._compiled: Any = None  # not a submodule: checkpoints keep the plain `net.*` names
 
     def configure_model(self) -> None:
@@ -122,29 +120,45 @@ class ImageClassifier(L.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
-        index = STAGES.index(stage)
-        self.accuracy[index].update(logits, labels)
-        self.mean_loss[index].update(loss.detach(), weight=len(labels))
-        if stage == "train":  # the per-step curve; this rank's own (syncing it would cost a collective a step)
-            self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=len(labels))
+        count = len(labels)
+        batch_sums = torch.stack((loss.detach().float() * count, (logits.argmax(-1) == labels).sum().float(),
+                                  torch.tensor(float(count), device=loss.device)))
+        self._sums[stage] = batch_sums if stage not in self._sums else self._sums[stage] + batch_sums
+        if stage == "train":
+            self._step_loss = loss.detach()
         return loss, logits
+
+    def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
+        """The per-step curve `train/loss_step` (this rank's own), written straight to the loggers every
+        `log_every_n_steps` optimizer steps, at the steps Lightning would use.
+
+        `self.log(..., on_step=True)` would do the same at about half a millisecond a step (lightning 2.6.6 moves
+        its whole result record to the value's device on every call), the largest per-step cost the Trainer
+        added to a LeNet-5 step (benchmarks/trainer_overhead.py).
+        """
+        trainer, step = self.trainer, self.trainer.global_step - 1  # the step just taken
+        every = trainer.log_every_n_steps
+        if not every or (step + 1) % every or step == self._step_logged or self._step_loss is None:
+            return  # (with gradient accumulation several batches end on one step: it is logged once)
+        self._step_logged = step
+        for logger in trainer.loggers:
+            logger.log_metrics({"train/loss_step": float(self._step_loss)}, step=step)
 
     def _log_epoch(self, stage: str) -> None:
         """`{stage}/loss` and `{stage}/acc` over every image of every rank, logged once per epoch.
 
-        The metrics' `compute()` syncs plain sums across ranks, so every image counts once whatever the shard
-        sizes. (`self.log(..., sync_dist=True)` of a per-step loss would average the ranks' image counts as
-        integers in lightning 2.6.6, off when the total is odd; and a `self.log` per step costs more than the
-        metric updates.) The values are the same on every rank, so the sync below changes nothing.
+        Each step adds its summed loss, correct predictions and image count to one tensor; here the sums are added
+        across ranks (`strategy.reduce`), so every image counts once whatever the shard sizes. That is what
+        torchmetrics' `MeanMetric` and micro `MulticlassAccuracy` compute, but their per-step `update` cost
+        0.18 ms on a LeNet-5 step (1.5 % of it, benchmarks/trainer_overhead.py) against 0.02 ms for the sums.
+        (`self.log(..., sync_dist=True)` of a per-step loss is no option either: lightning 2.6.6 averages the
+        ranks' image counts as integers, off when the total is odd.)
         """
-        index = STAGES.index(stage)
-        loss, accuracy = self.mean_loss[index], self.accuracy[index]
-        if not accuracy.update_called:
+        sums = self._sums.pop(stage, None)
+        if sums is None:
             return
-        self.log_dict({f"{stage}/loss": loss.compute(), f"{stage}/acc": accuracy.compute()}, prog_bar=True,
-                      sync_dist=True)
-        loss.reset()
-        accuracy.reset()
+        loss_sum, correct, count = self.trainer.strategy.reduce(sums, reduce_op="sum").tolist()
+        self.log_dict({f"{stage}/loss": loss_sum / count, f"{stage}/acc": correct / count}, prog_bar=True)
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")

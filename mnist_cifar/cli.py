@@ -7,6 +7,7 @@ ends with the test figure that `python main.py test --ckpt_path <best>` reproduc
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 from argparse import ArgumentError
@@ -17,6 +18,7 @@ import torch
 from jsonargparse import Namespace
 from lightning.pytorch.accelerators import Accelerator, CPUAccelerator
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from mnist_cifar.checkpoints import check_checkpoint, find_last, run_folder_of, with_checkpoint_config
@@ -97,6 +99,7 @@ class ExperimentCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_values(config)
+        drop_progress_bar_if_disabled(config)
         if self.subcommand != "fit":  # restoring a fit's ModelCheckpoint state into an evaluation run, whose log
             # folder is new by design, makes Lightning warn that best-checkpoint tracking is not reloaded: it is
             # not needed outside fit.
@@ -138,6 +141,24 @@ def check_values(config: Namespace) -> None:
                           f"for Adam or 0.01-0.1 for SGD.")
 
 
+def drop_progress_bar_if_disabled(config: Namespace) -> None:
+    """`--trainer.enable_progress_bar false` removes default.yaml's progress bar callback (Lightning refuses a
+    progress bar callback beside that flag)."""
+    callbacks = config.trainer.get("callbacks")
+    if config.trainer.get("enable_progress_bar") is not False or not isinstance(callbacks, list):
+        return
+    config.trainer.callbacks = [c for c in callbacks if not _is_progress_bar(c)]
+
+
+def _is_progress_bar(callback: object) -> bool:
+    class_path = callback.get("class_path") if isinstance(callback, Namespace) else None
+    if not class_path:
+        return isinstance(callback, ProgressBar)
+    module, _, name = class_path.rpartition(".")
+    return isinstance(getattr(importlib.import_module(module), name, None), type) and issubclass(
+        getattr(importlib.import_module(module), name), ProgressBar)
+
+
 def check_precision(precision: str, accelerator: Accelerator) -> None:
     """Refuse a precision the device cannot run, instead of Lightning's silent substitute on the CPU."""
     if isinstance(accelerator, CPUAccelerator) and precision in CPU_UNSUPPORTED_PRECISIONS:
@@ -155,7 +176,8 @@ def _defaults(default_config: Path | None) -> dict:
 def build(args: Sequence[str], default_config: Path | None = None) -> ExperimentCLI:
     """Parse a config and build model, data and trainer without running a subcommand (notebooks, benchmarks)."""
     return ExperimentCLI(ImageClassifier, ImageDataModule, subclass_mode_data=True,
-                         parser_kwargs=_defaults(default_config), args=list(args), run=False)
+                         parser_kwargs=_defaults(default_config), save_config_callback=RunConfigSaver,
+                         save_config_kwargs={"overwrite": True}, args=list(args), run=False)
 
 
 def run(args: Sequence[str] | None = None, default_config: Path | None = None) -> ExperimentCLI:

@@ -150,3 +150,25 @@ def test_without_any_logger_the_callbacks_do_nothing(cifar_dir: Path) -> None:
     trainer.test(model, datamodule=dm)
     assert trainer.callback_metrics["test/acc"] >= 0 and not list(Path().rglob("events.out.tfevents.*"))
     assert every[2].matrix is None and every[3].images is None
+
+
+def test_step_loss_is_logged_every_n_steps_at_lightnings_steps(cifar_dir: Path, tmp_path: Path) -> None:
+    """`train/loss_step` goes to the logger directly (not through `self.log`): at the steps Lightning would use."""
+    result = cli("fit", "--config", CIFAR, "--data.data_dir", str(cifar_dir), *TINY, "--trainer.log_every_n_steps",
+                 "2", "--trainer.logger.init_args.save_dir", str(tmp_path), "--test_after_fit", "false")
+    steps = result.trainer.global_step
+    events = EventAccumulator(result.trainer.log_dir).Reload()
+    logged = events.Scalars("train/loss_step")
+    assert steps >= 4 and [s.step for s in logged] == list(range(1, steps, 2))
+    assert all(0 < s.value < 10 for s in logged)
+    assert "train/loss_step" not in result.trainer.callback_metrics  # not also kept by Lightning each step
+
+
+def test_progress_bar_is_ours_and_the_flag_still_turns_it_off(cifar_dir: Path, tmp_path: Path) -> None:
+    from mnist_cifar.progress import ProgressBar
+
+    common = ["fit", "--config", CIFAR, "--data.data_dir", str(cifar_dir), *TINY, "--trainer.limit_train_batches",
+              "2", "--trainer.limit_val_batches", "1", "--test_after_fit", "false",
+              "--trainer.logger.init_args.save_dir", str(tmp_path)]
+    assert isinstance(cli(*common).trainer.progress_bar_callback, ProgressBar)
+    assert cli(*common, "--trainer.enable_progress_bar", "false").trainer.progress_bar_callback is None
