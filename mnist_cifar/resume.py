@@ -166,7 +166,7 @@ class StopOnNonFiniteLoss(L.Callback):
     """Stop at the first non-finite training loss, before `backward` can spread it into the weights."""
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
-        if math.isfinite(float(loss)):  # a Python float: a tenth of the cost of a tensor check on the CPU
+        if math.isfinite(float(loss.detach())):  # a Python float: a tenth of the cost of a tensor check on the CPU
             return
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         raise NonFiniteLoss(
