@@ -21,6 +21,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from mnist_cifar.checkpoint_io import state_dict_mismatch, verify
+from mnist_cifar.data import augment
 from mnist_cifar.errors import CheckpointError
 
 Batch = tuple[Tensor, Tensor]
@@ -51,6 +52,8 @@ class ImageClassifier(L.LightningModule):
         input_shape: one image's shape, linked from the data set; gives the model summary its layer output sizes.
         compile: run the network through `torch.compile` (with `compile_backend`); worth it on a GPU.
         channels_last: NHWC memory layout for network and inputs (faster convolutions with bf16/fp16 on GPUs).
+        test_time_augmentation: test and predict on the mean logits of each image, its mirror and one-pixel shifts
+            (airbench's flip + translate; for CIFAR-like photos, not for digits). Validation stays plain.
 
     A `OneCycleLR` scheduler given without `total_steps` or `epochs` gets its length from the trainer
     (`estimated_stepping_batches`, or `max_epochs` with `scheduler_interval: epoch`), so overriding
@@ -69,6 +72,7 @@ class ImageClassifier(L.LightningModule):
         compile: bool = False,
         compile_backend: str = "inductor",
         channels_last: bool = False,
+        test_time_augmentation: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -116,9 +120,14 @@ class ImageClassifier(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return (self._compiled if self._compiled is not None else self.net)(x)
 
+    def _logits(self, images: Tensor, stage: str) -> Tensor:
+        if stage in ("test", "predict") and self.hparams.get("test_time_augmentation"):
+            return augment.flip_translate_logits(self, images)
+        return self(images)
+
     def _shared_step(self, batch: Batch, stage: str) -> tuple[Tensor, Tensor]:
         images, labels = batch
-        logits = self(images)
+        logits = self._logits(images, stage)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
         count = len(labels)
         batch_sums = torch.stack((loss.detach().float() * count, (logits.argmax(-1) == labels).sum().float(),
@@ -181,7 +190,7 @@ class ImageClassifier(L.LightningModule):
 
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """Class probabilities for each image of the batch."""
-        return self(batch[0]).float().softmax(dim=-1)
+        return self._logits(batch[0], "predict").float().softmax(dim=-1)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer(self.parameters())

@@ -7,6 +7,8 @@ so `seed_everything` makes a run repeatable while each epoch still draws new cro
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -42,3 +44,16 @@ def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
 def permute_pixels(images: Tensor, permutation: Tensor) -> Tensor:
     """Move every image's pixel positions by one fixed permutation (the same one for all channels)."""
     return images.flatten(2)[:, :, permutation].view_as(images)
+
+
+def flip_translate_logits(net: Callable[[Tensor], Tensor], images: Tensor) -> Tensor:
+    """airbench's test-time augmentation (its level 2): the mean of the logits of the image and its mirror, averaged
+    half and half with those of the image shifted one pixel up-left and one pixel down-right (reflect-padded)."""
+
+    def mirrored(x: Tensor) -> Tensor:
+        return 0.5 * net(x) + 0.5 * net(x.flip(-1))
+
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
+    shifted = 0.5 * mirrored(padded[..., :h, :w]) + 0.5 * mirrored(padded[..., 2:, 2:])
+    return 0.5 * mirrored(images) + 0.5 * shifted

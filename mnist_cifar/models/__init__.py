@@ -1,5 +1,6 @@
 """The networks: plain `nn.Module`s sized by `input_shape` and `num_classes`. Importing each here lists them."""
 
+from mnist_cifar.models.airbench import AirbenchNet
 from mnist_cifar.models.alexnet import SmallAlexNet
 from mnist_cifar.models.basic_cnn import BasicCNN
 from mnist_cifar.models.cifar_lenet import CifarLeNet
@@ -16,6 +17,7 @@ from mnist_cifar.models.tutorial_net import TutorialNet
 from mnist_cifar.models.vgg import VGGNet
 
 __all__ = [
+    "AirbenchNet",
     "BasicCNN",
     "CifarLeNet",
     "CifarResNet",
