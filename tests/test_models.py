@@ -42,7 +42,8 @@ def test_logits_shape_and_gradient_on_every_parameter(build: str, shape_name: st
     assert logits.shape == (3, 7)
     logits.square().sum().backward()
     for name, parameter in net.named_parameters():
-        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, f"no gradient reaches {name}"
+        if parameter.requires_grad:  # AirbenchNet freezes its whitening conv and BatchNorm scales by design
+            assert parameter.grad is not None and parameter.grad.abs().sum() > 0, f"no gradient reaches {name}"
 
 
 @pytest.mark.parametrize("model_class", MODEL_CLASSES, ids=lambda c: c.__name__)
