@@ -5,7 +5,9 @@ taken by randperm index slices and normalized by the project's own `augment.norm
 schedule, no validation. The bare loop has no DataLoader and no Lightning. The Trainer side runs as shipped
 (default.yaml's logger, checkpointing, progress bar and callbacks), with the DataLoader or with
 `--data.on_device true`. Rows run back to back in this process, alternating, and the best of `--repeats`
-rounds is kept: compare the ratios, not the absolute figures. Needs the real MNIST:
+rounds is kept: compare the ratios, not the absolute figures. With a GPU both sides run on it (the bare loop
+synchronizes before it reads the clock; the Trainer's per-step finite-loss check synchronizes every step).
+Needs the real MNIST:
 
     python benchmarks/trainer_overhead.py --data_dir ../shared/data --repeats 3 [--threads 1]
 """
@@ -28,13 +30,15 @@ from mnist_cifar.models import LeNet5
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def bare_epoch(images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
-    """Images/s of one epoch of the bare loop."""
+def bare_epoch(images: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device) -> float:
+    """Images/s of one epoch of the bare loop, on `device` (data copied there first, as `on_device` does)."""
     torch.manual_seed(0)
-    net = LeNet5((1, 28, 28), 10, activation="relu", pooling="max")
+    net = LeNet5((1, 28, 28), 10, activation="relu", pooling="max").to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
-    mean, std = torch.tensor(MNISTDataModule.mean), torch.tensor(MNISTDataModule.std)
-    order = torch.randperm(len(labels))
+    mean, std = torch.tensor(MNISTDataModule.mean, device=device), torch.tensor(MNISTDataModule.std, device=device)
+    images, labels = images.to(device), labels.to(device)
+    order = torch.randperm(len(labels), device=device)
+    synchronize(device)
     start = time.perf_counter()
     for first in range(0, len(order), batch_size):
         index = order[first : first + batch_size]
@@ -42,7 +46,13 @@ def bare_epoch(images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> f
         optimizer.zero_grad()
         F.cross_entropy(net(x), y).backward()
         optimizer.step()
+    synchronize(device)
     return len(order) / (time.perf_counter() - start)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def trainer_epoch(data_dir: str, batch_size: int, threads: int, extra: list[str]) -> float:
@@ -66,13 +76,14 @@ def main() -> None:
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[64, 256])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the Trainer's `accelerator: auto` too
     dm = MNISTDataModule(data_dir=args.data_dir, val_size=5000)
     dm.prepare_data()
     dm.setup("fit")
     images, labels = dm.train_set.images, dm.train_set.labels
     rows = {}
     for batch in args.batch_sizes:
-        rows[f"bare loop, batch {batch}"] = lambda b=batch: bare_epoch(images, labels, b)
+        rows[f"bare loop, batch {batch}"] = lambda b=batch: bare_epoch(images, labels, b, device)
         rows[f"Trainer (DataLoader), batch {batch}"] = lambda b=batch: trainer_epoch(args.data_dir, b, args.threads, [])
         rows[f"Trainer (on_device), batch {batch}"] = lambda b=batch: trainer_epoch(
             args.data_dir, b, args.threads, ["--data.on_device", "true"])
@@ -81,7 +92,8 @@ def main() -> None:
         for name, measure in rows.items():
             torch.set_num_threads(args.threads)
             best[name] = max(best[name], measure())
-    print(f"\n{args.threads} thread(s), best of {args.repeats} rounds")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} thread(s)"
+    print(f"\n{where}, best of {args.repeats} rounds")
     print(f"{'setting':<40} {'images/s':>10} {'vs bare loop':>13}")
     for name, speed in best.items():
         bare = best[f"bare loop, batch {name.rsplit(' ', 1)[1]}"]
