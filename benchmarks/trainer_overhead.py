@@ -15,11 +15,13 @@ Needs the real MNIST:
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import tempfile
 import time
 from pathlib import Path
 
+import lightning
 import torch
 import torch.nn.functional as F
 
@@ -74,6 +76,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="rounds of all rows; the best of each is kept")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--csv", type=Path, help="also append the rows to this CSV file (with date, device, versions)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the Trainer's `accelerator: auto` too
@@ -95,9 +98,20 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} thread(s)"
     print(f"\n{where}, best of {args.repeats} rounds")
     print(f"{'setting':<40} {'images/s':>10} {'vs bare loop':>13}")
+    rows_out = []
     for name, speed in best.items():
         bare = best[f"bare loop, batch {name.rsplit(' ', 1)[1]}"]
         print(f"{name:<40} {speed:>10.0f} {speed / bare:>12.2f}x")
+        rows_out.append({"date": time.strftime("%Y-%m-%d"), "device": where, "torch": torch.__version__,
+                         "lightning": lightning.__version__, "rounds": args.repeats, "setting": name,
+                         "images_per_s": round(speed), "vs_bare_loop": round(speed / bare, 3)})
+    if args.csv:
+        new_file = not args.csv.exists()
+        with args.csv.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows_out[0]))
+            if new_file:
+                writer.writeheader()
+            writer.writerows(rows_out)
 
 
 if __name__ == "__main__":
