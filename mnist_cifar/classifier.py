@@ -193,7 +193,11 @@ class ImageClassifier(L.LightningModule):
         return self._logits(batch[0], "predict").float().softmax(dim=-1)
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer(self.parameters())
+        optimizer = self.optimizer(self._parameter_groups())
+        for group in optimizer.param_groups:  # a network's own groups scale the configured lr and weight decay
+            group["lr"] *= group.pop("lr_scale", 1.0)
+            if "weight_decay" in group:
+                group["weight_decay"] *= group.pop("weight_decay_scale", 1.0)
         if self.scheduler is None:
             return optimizer
         scheduler = self.scheduler(optimizer, **self._open_schedule_length())
@@ -201,6 +205,13 @@ class ImageClassifier(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval, "monitor": "val/loss"},
         }
+
+    def _parameter_groups(self) -> Any:
+        """The network's `parameter_groups()` when it has one (torch param-group dicts whose `lr_scale` and
+        `weight_decay_scale` multiply the optimizer's settings, e.g. AirbenchNet's faster BatchNorm biases); else
+        all parameters in one group."""
+        groups = getattr(self.net, "parameter_groups", None)
+        return groups() if callable(groups) else self.parameters()
 
     def _open_schedule_length(self) -> dict[str, int]:
         given = getattr(self.scheduler, "keywords", {})  # jsonargparse hands callables over as functools.partial

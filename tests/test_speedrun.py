@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
+import pytest
 import torch
 from conftest import DEFAULT_CONFIG, ROOT
 
@@ -82,3 +84,115 @@ def test_speedrun_cifar_learns_on_the_cpu_as_shipped(cifar_dir: Path) -> None:
     assert result.model.net.whitened
     assert result.trainer.checkpoint_callback.best_model_score > 0.5  # validation; chance is 0.1
     assert result.trainer.callback_metrics["test/acc"] > 0.5  # the best checkpoint, with test-time augmentation
+
+
+def test_triangular_schedule_keeps_each_groups_own_rate() -> None:
+    from mnist_cifar.training_tricks import TriangularLR
+
+    weights = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
+    optimizer = torch.optim.SGD([{"params": weights[:1], "lr": 64.0}, {"params": weights[1:], "lr": 1.0}], lr=1.0)
+    schedule = TriangularLR(optimizer, total_steps=100, start=0.2, peak_at=0.25, end=0.1)
+    rates = []
+    for _ in range(100):
+        rates.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        schedule.step()
+    rates.append([group["lr"] for group in optimizer.param_groups])
+    assert rates[0] == pytest.approx([64 * 0.2, 0.2]) and rates[25] == pytest.approx([64.0, 1.0])
+    assert rates[100] == pytest.approx([64 * 0.1, 0.1]) and rates[60][0] / rates[60][1] == pytest.approx(64)
+
+
+def test_airbench_groups_scale_bias_lr_up_and_decay_down() -> None:
+    from functools import partial
+
+    model = ImageClassifier(net=AirbenchNet((3, 16, 16), 10, widths=(8, 8, 8)),
+                            optimizer=partial(torch.optim.SGD, lr=0.5, weight_decay=0.01))
+    biases, rest = model.configure_optimizers().param_groups
+    assert biases["lr"] == 32.0 and biases["weight_decay"] == pytest.approx(0.01 / 64)
+    assert rest["lr"] == 0.5 and rest["weight_decay"] == 0.01
+    assert len(biases["params"]) == 6 and all(p.requires_grad for p in biases["params"])  # 2 BN per group, 3 groups
+    assert sum(p.numel() for g in (biases, rest) for p in g["params"]) == sum(p.numel() for p in model.net.parameters())
+
+
+def test_lookahead_pulls_the_weights_to_their_average_and_keeps_it_in_its_state() -> None:
+    from types import SimpleNamespace
+
+    from mnist_cifar.training_tricks import Lookahead
+
+    module = ImageClassifier(net=torch.nn.Linear(2, 2, bias=False))
+    with torch.no_grad():
+        module.net.weight.fill_(1.0)
+    lookahead = Lookahead(start_epoch=0, every_n_steps=1, decay_base=0.5, decay_power=0.0)
+    trainer = SimpleNamespace(global_step=1, current_epoch=0, estimated_stepping_batches=10)
+    lookahead.on_train_batch_end(trainer, module, None, None, 0)  # first: remembers the weights
+    with torch.no_grad():
+        module.net.weight.fill_(3.0)
+    trainer.global_step = 2
+    lookahead.on_train_batch_end(trainer, module, None, None, 1)  # decay 0.5: halfway, copied back
+    assert torch.allclose(module.net.weight, torch.full((2, 2), 2.0))
+    restored = Lookahead()
+    restored.load_state_dict(lookahead.state_dict())
+    assert torch.equal(restored.average["net.weight"], module.net.weight)
+
+
+def test_freeze_after_epochs_toggles_and_names_a_missing_parameter() -> None:
+    from types import SimpleNamespace
+
+    from mnist_cifar.errors import ConfigError
+    from mnist_cifar.training_tricks import FreezeAfterEpochs
+
+    module = ImageClassifier(net=AirbenchNet((3, 16, 16), 10, widths=(8, 8, 8)))
+    freeze = FreezeAfterEpochs(["net.whiten.bias"], epochs=3)
+    freeze.on_train_epoch_start(SimpleNamespace(current_epoch=2), module)
+    assert module.net.whiten.bias.requires_grad
+    freeze.on_train_epoch_start(SimpleNamespace(current_epoch=3), module)
+    assert not module.net.whiten.bias.requires_grad
+    with pytest.raises(ConfigError, match="net.nothing"):
+        FreezeAfterEpochs(["net.nothing"], epochs=1).on_train_epoch_start(SimpleNamespace(current_epoch=0), module)
+
+
+class StopAtStep(L.Callback):
+    """After optimizer step `step`: crash (as a killed run would) or ask the trainer to stop (as `max_time` does)."""
+
+    def __init__(self, step: int, crash: bool = True) -> None:
+        self.step, self.crash = step, crash
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            if self.crash:
+                raise RuntimeError(f"crashed at step {self.step}")
+            trainer.should_stop = True
+
+
+def speedrun_args(cifar_dir: Path, logs: Path, name: str, *extra: str) -> list[str]:
+    """A tiny speedrun_cifar fit: 5 steps an epoch, 6 epochs, fp32 (bit-exact), lookahead from epoch 3 (step 15)."""
+    return ["fit", "--config", str(ROOT / "configs" / "speedrun_cifar.yaml"), "--data.data_dir", str(cifar_dir),
+            "--data.val_size", "40", "--data.batch_size", "32", "--model.net.init_args.widths", "[8, 16, 16]",
+            "--trainer.precision", "32-true", "--trainer.enable_progress_bar", "false", "--test_after_fit", "false",
+            "--trainer.max_epochs", "6", "--trainer.logger.init_args.save_dir", str(logs),
+            "--trainer.logger.init_args.name", name, *extra]
+
+
+def test_speedrun_cifar_resumes_bit_identically_with_its_lookahead(cifar_dir: Path, tmp_path: Path) -> None:
+    """A crash at step 22 (mid-epoch 4, the lookahead average running), then `--ckpt_path last`: the same weights
+    as a run straight through."""
+    straight = run(speedrun_args(cifar_dir, tmp_path, "straight"), default_config=DEFAULT_CONFIG)
+    crash = '{"class_path": "test_speedrun.StopAtStep", "init_args": {"step": 22}}'
+    with pytest.raises(RuntimeError, match="crashed at step 22"):
+        run(speedrun_args(cifar_dir, tmp_path, "crashed", "--last_checkpoint.every_n_train_steps", "1",
+                          f"--trainer.callbacks+={crash}"), default_config=DEFAULT_CONFIG)
+    resumed = run(speedrun_args(cifar_dir, tmp_path, "crashed", "--ckpt_path", "last"), default_config=DEFAULT_CONFIG)
+    assert resumed.trainer.global_step == straight.trainer.global_step == 30
+    for name, tensor in straight.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+
+
+def test_a_run_stopped_mid_epoch_by_the_trainer_resumes_at_the_next_whole_epoch(cifar_dir: Path, tmp_path: Path) -> None:
+    """`trainer.should_stop` mid-epoch (as `--trainer.max_time` does) ends that epoch for Lightning, which resumes at
+    the next one: the resumed run must train all of it, not skip the stopped epoch's done batches there."""
+    stop = '{"class_path": "test_speedrun.StopAtStep", "init_args": {"step": 12, "crash": false}}'
+    first = run(speedrun_args(cifar_dir, tmp_path, "stopped", f"--trainer.callbacks+={stop}"),
+                default_config=DEFAULT_CONFIG)
+    assert first.trainer.global_step == 12  # two batches into epoch 2
+    resumed = run(speedrun_args(cifar_dir, tmp_path, "stopped", "--ckpt_path", "last"), default_config=DEFAULT_CONFIG)
+    assert resumed.trainer.global_step == 12 + 3 * 5  # epochs 3, 4 and 5, whole

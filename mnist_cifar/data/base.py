@@ -251,8 +251,8 @@ class ImageDataModule(L.LightningDataModule):
     # -- resuming ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, int]:
         """Saved in every checkpoint: how far the current training epoch got, so a resume skips those batches."""
-        if self.trainer is None or not self.trainer.training:
-            return {}
+        if self.trainer is None or not self.trainer.training or self.trainer.should_stop:
+            return {}  # an epoch the trainer stops early (max_time, a callback) counts as done: it resumes at the next
         progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
         return {"batches_done": progress.processed, "epoch_batches": int(self.trainer.num_training_batches)}
 

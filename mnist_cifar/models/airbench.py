@@ -50,6 +50,7 @@ class AirbenchNet(nn.Module):
         whitening_kernel: int = 2,
         output_scale: float = 1 / 9,
         whitening_eps: float = 5e-4,
+        bias_lr_scale: float = 64.0,
     ) -> None:
         super().__init__()
         channels = input_shape[0]
@@ -67,6 +68,16 @@ class AirbenchNet(nn.Module):
         self.body = nn.Sequential(nn.GELU(), *groups, nn.AdaptiveMaxPool2d(1), nn.Flatten())
         self.head = nn.Linear(previous, num_classes, bias=False)
         self.output_scale = output_scale
+        self.bias_lr_scale = bias_lr_scale
+
+    def parameter_groups(self) -> list[dict]:
+        """airbench's two groups: BatchNorm biases at `bias_lr_scale` times the learning rate, with the weight decay
+        scaled down as much so that each step decays them as much as the rest; the other trainable parameters."""
+        norm = [p for m in self.modules() if isinstance(m, BiasOnlyBatchNorm) for p in m.parameters() if p.requires_grad]
+        ids = {id(p) for p in norm}
+        rest = [p for p in self.parameters() if id(p) not in ids]  # frozen ones too: FreezeAfterEpochs may toggle them
+        return [{"params": norm, "lr_scale": self.bias_lr_scale, "weight_decay_scale": 1 / self.bias_lr_scale},
+                {"params": rest}]
 
     @torch.no_grad()
     def init_whitening(self, images: Tensor) -> None:
