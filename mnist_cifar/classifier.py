@@ -169,6 +169,15 @@ class ImageClassifier(L.LightningModule):
         loss_sum, correct, count = self.trainer.strategy.reduce(sums, reduce_op="sum").tolist()
         self.log_dict({f"{stage}/loss": loss_sum / count, f"{stage}/acc": correct / count}, prog_bar=True)
 
+    def on_train_epoch_start(self) -> None:
+        self._sums.pop("train", None)  # what an interrupted earlier epoch left
+
+    def on_validation_epoch_start(self) -> None:
+        self._sums.pop("val", None)
+
+    def on_test_epoch_start(self) -> None:
+        self._sums.pop("test", None)
+
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
 
