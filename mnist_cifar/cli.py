@@ -155,8 +155,8 @@ def _is_progress_bar(callback: object) -> bool:
     if not class_path:
         return isinstance(callback, ProgressBar)
     module, _, name = class_path.rpartition(".")
-    return isinstance(getattr(importlib.import_module(module), name, None), type) and issubclass(
-        getattr(importlib.import_module(module), name), ProgressBar)
+    cls = getattr(importlib.import_module(module), name, None)
+    return isinstance(cls, type) and issubclass(cls, ProgressBar)
 
 
 def check_precision(precision: str, accelerator: Accelerator) -> None:
