@@ -196,3 +196,11 @@ def test_a_run_stopped_mid_epoch_by_the_trainer_resumes_at_the_next_whole_epoch(
     assert first.trainer.global_step == 12  # two batches into epoch 2
     resumed = run(speedrun_args(cifar_dir, tmp_path, "stopped", "--ckpt_path", "last"), default_config=DEFAULT_CONFIG)
     assert resumed.trainer.global_step == 12 + 3 * 5  # epochs 3, 4 and 5, whole
+
+
+def test_triangular_schedule_without_a_length_says_what_it_needs() -> None:
+    from mnist_cifar.training_tricks import TriangularLR
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match="needs total_steps"):
+        TriangularLR(optimizer)
