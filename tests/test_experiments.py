@@ -110,6 +110,19 @@ def test_report_alone_rebuilds_from_logs(tiny_experiment: str, mnist_dir: Path, 
     assert "sigmoid" not in (report_dir / "results.md").read_text()
 
 
+def test_report_of_runs_without_a_validation_split(tiny_experiment: str, mnist_dir: Path, tmp_path: Path) -> None:
+    """`--data.val_size 0` tests the last weights: the table says so instead of printing `nan %` and `0 / 0`."""
+    root = tmp_path / "logs"
+    experiments_main(["run", tiny_experiment, "--seeds", "1", "--root", str(root), "--data_dir", str(mnist_dir),
+                      "--only", "relu", "--data.val_size=0"])
+    table = (root / "experiments" / "tiny" / "results.md").read_text()
+    assert "| no validation split | last / 2 |" in table and "nan" not in table
+    row = next(line for line in table.splitlines() if line.startswith("| relu |"))
+    assert row.endswith("| no validation split |")  # the time-to-target column too
+    with open(root / "experiments" / "tiny" / "results.csv") as file:
+        assert next(csv.DictReader(file))["epochs"] == "2"
+
+
 def test_a_failed_run_fails_the_sweep_by_name(tmp_path: Path, mnist_dir: Path, capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text(TINY_EXPERIMENT.replace("sigmoid: {args: {", "sigmoid: {args: {data.init_args.val_size: -3, "))

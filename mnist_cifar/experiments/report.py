@@ -46,7 +46,7 @@ def read_run(folder: Path, variant: str, target: float | None = None) -> RunResu
         best_val_acc=max(val, default=float("nan")),
         best_epoch=val.index(max(val)) + 1 if val else 0,
         final_train_acc=(_values(scalars, "train/acc") or [float("nan")])[-1],
-        epochs=len(val),
+        epochs=len(_values(scalars, "run/epoch_train_seconds")) or len(val),
         parameters=int((_values(scalars, "run/parameters") or [0])[-1]),
         fit_seconds=(_values(scalars, "run/fit_seconds") or [float("nan")])[-1],
         process_seconds=process_seconds(folder),
@@ -92,11 +92,9 @@ def markdown_table(experiment: Experiment, results: list[RunResult]) -> str:
         test_mean, test_std = _mean_std([r.test_acc for r in runs])
         spread = f" ± {100 * test_std:.2f}" if len(runs) > 1 else ""  # one seed has no spread to show
         train = statistics.fmean(r.final_train_acc for r in runs)
-        val = statistics.fmean(r.best_val_acc for r in runs)
-        best_epoch = statistics.fmean(r.best_epoch for r in runs)
         lines.append(
             f"| {variant.name} | {len(runs)} | {100 * test_mean:.2f}{spread} % | {100 * train:.2f} % "
-            f"| {100 * val:.2f} % | {best_epoch:.1f} / {runs[0].epochs} | {runs[0].parameters:,} "
+            f"| {_validation_cells(runs)} | {runs[0].parameters:,} "
             f"| {statistics.fmean(r.process_seconds for r in runs):.0f} s "
             f"| {statistics.fmean(r.train_images_per_s for r in runs):,.0f} |"
             + (_target_cell(runs) if experiment.target is not None else "")
@@ -104,10 +102,18 @@ def markdown_table(experiment: Experiment, results: list[RunResult]) -> str:
     return "\n".join(lines)
 
 
+def _validation_cells(runs: list[RunResult]) -> str:
+    """Best val acc and best epoch; a run without a validation split tested its last weights."""
+    if all(r.best_epoch == 0 for r in runs):
+        return f"no validation split | last / {runs[0].epochs}"
+    val = statistics.fmean(r.best_val_acc for r in runs)
+    return f"{100 * val:.2f} % | {statistics.fmean(r.best_epoch for r in runs):.1f} / {runs[0].epochs}"
+
+
 def _target_cell(runs: list[RunResult]) -> str:
     reached = [r for r in runs if r.epochs_to_target]
     if not reached:
-        return " not reached |"
+        return " no validation split |" if all(r.best_epoch == 0 for r in runs) else " not reached |"
     epochs = statistics.fmean(r.epochs_to_target for r in reached)
     seconds = statistics.fmean(r.seconds_to_target for r in reached)
     return f" {epochs:.1f}, {seconds:.0f} s ({len(reached)} of {len(runs)} seeds) |"
