@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The GPU checks of docs/performance.md section 5, as one command for a lent GPU machine (device tool: one
+# call, then give the machine back). Run from the repository root there, with two folders carried beside it
+# (both git-ignored through .git/info/exclude, prepared on the development machine):
+#   .whl/  jsonargparse, docstring_parser and typeshed_client wheels (the GPU image lacks jsonargparse)
+#   .gpu/  cifar10-jpeg.tar.gz, mnist/*.gz (the four IDX files, gzipped to fit the 64 MiB transfer limit),
+#          ab/airbench/ (the airbench 0.1.8 sdist's package folder, pure Python)
+# Usage: bash benchmarks/gpu_checks.sh [STEP ...]   steps: speedrun_mnist speedrun_cifar airbench overhead
+#        vgg16 resnet18 throughput (default: all, in that order). Results land in $OUT (default ./gpu_out).
+set -u
+OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 D=/tmp/data R=/tmp/runs
+if [ ! -d /tmp/site/jsonargparse ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+fi
+export PYTHONPATH=/tmp/site:$PWD/.gpu/ab:$PWD
+if [ ! -f $D/MNIST/raw/t10k-labels-idx1-ubyte ]; then
+  mkdir -p $D/MNIST/raw && for f in .gpu/mnist/*.gz; do gunzip -c "$f" > $D/MNIST/raw/"$(basename "$f" .gz)"; done
+  tar xzf .gpu/cifar10-jpeg.tar.gz -C $D
+fi
+X="--trainer.enable_progress_bar=false"
+pack() { tar czf "$OUT/runs.tgz" --exclude='*.ckpt' -C /tmp runs; }
+sweep() {  # sweep SECONDS EXPERIMENT ARGS...: the runner on GPU 0, cut at SECONDS (a cut run is lost with the machine)
+  local seconds=$1; shift
+  timeout "$seconds" python3 -m mnist_cifar.experiments run "$@" --data_dir $D --root $R --gpus 0 $X 2>&1 \
+    | grep -E "^(start|end|report)|Error"; pack
+}
+run_step() {
+  echo "=== $1 $(date +%T)"
+  case $1 in
+    speedrun_mnist) sweep 120 speedrun_mnist --seeds 5 ;;
+    speedrun_cifar) sweep 200 speedrun_cifar --only as_shipped all_50k --seeds 5 ;;
+    airbench) (mkdir -p /tmp/ab && cd /tmp/ab && timeout 100 python3 "$OLDPWD/benchmarks/airbench_side_by_side.py" --data_dir $D --runs 5 2>&1 | tail -3) ;;
+    overhead) timeout 240 python3 benchmarks/trainer_overhead.py --data_dir $D --repeats 3 --csv "$OUT/overhead.csv" 2>&1 | grep -A8 "best of" ;;
+    vgg16) sweep 420 architectures --only vgg16_cifar --seeds 3 --data.on_device=true --trainer.precision=bf16-mixed ;;
+    resnet18) sweep 420 architectures --only resnet18_cifar --seeds 3 --data.on_device=true --trainer.precision=bf16-mixed ;;
+    throughput) for c in lenet_cifar vgg16_cifar resnet18_cifar; do for p in 32-true bf16-mixed; do
+        timeout 90 python3 main.py fit --config configs/$c.yaml --data.data_dir $D --data.on_device true \
+          --trainer.max_epochs 1 --trainer.precision $p --trainer.logger.init_args.save_dir $R/throughput \
+          --trainer.logger.init_args.name ${c}_$p --test_after_fit false $X > /dev/null 2>&1; done; done; pack ;;
+  esac
+}
+for step in "${@:-speedrun_mnist speedrun_cifar airbench overhead vgg16 resnet18 throughput}"; do
+  for s in $step; do run_step "$s"; done
+done
+echo "=== done $(date +%T)"
