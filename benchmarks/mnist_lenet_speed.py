@@ -22,6 +22,7 @@ from torchvision import datasets, transforms
 
 from mnist_cifar.cli import build
 from mnist_cifar.models import LeNet5
+from results_csv import append_rows  # benchmarks/ is on the path when a script here runs
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_THREADS = torch.get_num_threads()
@@ -64,6 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", default=os.environ.get("MNIST_CIFAR_DATA", "data"))
     parser.add_argument("--repeats", type=int, default=1, help="rounds of all rows; the best of each is kept")
+    parser.add_argument("--csv", type=Path, help="also append the rows to this CSV file (with date, device, versions)")
     args = parser.parse_args()
     default_threads = DEFAULT_THREADS
     rows = {
@@ -84,6 +86,9 @@ def main() -> None:
     print(f"\n{'setting':<70} {'images/s':>10} {'vs baseline':>12}")
     for name, speed in best.items():
         print(f"{name:<70} {speed:>10.0f} {speed / baseline:>11.2f}x")
+    if args.csv:
+        append_rows(args.csv, f"CPU, {default_threads} thread(s) by default", args.repeats,
+                    {name: (speed, speed / baseline) for name, speed in best.items()}, "vs_baseline")
 
 
 if __name__ == "__main__":

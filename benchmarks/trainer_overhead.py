@@ -15,19 +15,18 @@ Needs the real MNIST:
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import tempfile
 import time
 from pathlib import Path
 
-import lightning
 import torch
 import torch.nn.functional as F
 
 from mnist_cifar.cli import build
 from mnist_cifar.data import MNISTDataModule, augment
 from mnist_cifar.models import LeNet5
+from results_csv import append_rows  # benchmarks/ is on the path when a script here runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,21 +97,13 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} thread(s)"
     print(f"\n{where}, best of {args.repeats} rounds")
     print(f"{'setting':<40} {'images/s':>10} {'vs bare loop':>13}")
-    rows_out = []
+    ratios = {}
     for name, speed in best.items():
         bare = best[f"bare loop, batch {name.rsplit(' ', 1)[1]}"]
         print(f"{name:<40} {speed:>10.0f} {speed / bare:>12.2f}x")
-        rows_out.append({"date": time.strftime("%Y-%m-%d"), "device": where, "torch": torch.__version__,
-                         "lightning": lightning.__version__, "rounds": args.repeats, "setting": name,
-                         "images_per_s": round(speed), "vs_bare_loop": round(speed / bare, 3)})
+        ratios[name] = (speed, speed / bare)
     if args.csv:
-        new_file = not args.csv.exists()
-        with args.csv.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows_out[0]))
-            if new_file:
-                writer.writeheader()
-            writer.writerows(rows_out)
-
+        append_rows(args.csv, where, args.repeats, ratios, "vs_bare_loop")
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,25 @@
+"""Append a benchmark's rows to a CSV under docs/results/, stamped with date, device and versions, so every speed
+figure the docs quote traces to a file the benchmark itself wrote."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import lightning
+import torch
+
+
+def append_rows(path: Path, device: str, rounds: int, rows: dict[str, tuple[float, float]], ratio_name: str) -> None:
+    """`rows`: setting → (images/s, ratio to the script's baseline)."""
+    stamp = {"date": time.strftime("%Y-%m-%d"), "device": device, "torch": torch.__version__,
+             "lightning": lightning.__version__, "rounds": rounds}
+    records = [{**stamp, "setting": name, "images_per_s": round(speed), ratio_name: round(ratio, 3)}
+               for name, (speed, ratio) in rows.items()]
+    new_file = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(records[0]))
+        if new_file:
+            writer.writeheader()
+        writer.writerows(records)

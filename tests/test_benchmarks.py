@@ -1,0 +1,38 @@
+"""The speed scripts run end to end on small data and write the CSV rows the docs quote (no timing is asserted).
+
+5,600 training images: the scripts keep the recipes' 5,000-image validation hold-out."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT, write_mnist
+
+
+def run_script(name: str, *args: str) -> None:
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], check=True, cwd=ROOT,
+                   capture_output=True, timeout=600)
+
+
+def test_trainer_overhead_writes_one_row_per_setting(tmp_path: Path) -> None:
+    write_mnist(tmp_path / "data", n_train=5600, n_test=100)
+    out = tmp_path / "overhead.csv"
+    run_script("trainer_overhead.py", "--data_dir", str(tmp_path / "data"), "--batch_sizes", "64", "--threads", "1",
+               "--csv", str(out))
+    rows = list(csv.DictReader(out.open()))
+    assert [r["setting"] for r in rows] == ["bare loop, batch 64", "Trainer (DataLoader), batch 64",
+                                            "Trainer (on_device), batch 64"]
+    assert rows[0]["vs_bare_loop"] == "1.0" and all(0 < float(r["vs_bare_loop"]) < 5 for r in rows)
+    assert all(int(r["images_per_s"]) > 0 and r["device"] == "CPU, 1 thread(s)" for r in rows)
+
+
+def test_lenet_speed_compares_against_the_notes_loop(tmp_path: Path) -> None:
+    write_mnist(tmp_path / "data", n_train=5600, n_test=100)
+    out = tmp_path / "speed.csv"
+    run_script("mnist_lenet_speed.py", "--data_dir", str(tmp_path / "data"), "--csv", str(out))
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 5 and "baseline" in rows[0]["setting"] and rows[0]["vs_baseline"] == "1.0"
+    assert all(int(r["images_per_s"]) > 0 for r in rows)
