@@ -1,6 +1,7 @@
 """The LightningCLI every run goes through (`main.py`, the tests and the experiment runner).
 
-It links the data set's shape and class count into the network, sets the CPU thread count, checks
+It links the data set's shape and class count into the network, sets the CPU thread count (and flushes
+denormal floats to zero, which keeps late CPU epochs as fast as early ones), checks
 `--ckpt_path` before Lightning opens it, and after `fit` tests the best checkpoint once, so a run
 ends with the test figure that `python main.py test --ckpt_path <best>` reproduces.
 """
@@ -173,8 +174,21 @@ def _defaults(default_config: Path | None) -> dict:
     return {"default_config_files": [str(default_config)]} if default_config else {}
 
 
+def flush_denormals() -> None:
+    """Compute denormal floats (below 1.2e-38) as zero on the CPU.
+
+    On x86 every operation on a denormal takes a slow microcode path. Weight decay drives the weights of dead units
+    toward zero until they are denormal: a CourseNet trained 14 epochs had 12,721 of its 145,578 weights there and
+    stepped 5.6x slower than a fresh one (435 vs 78 ms a batch, one thread), so CPU epochs grew 4x slower as runs
+    went on. Flushing them changes values below 1.2e-38 only. It must come before torch starts its intra-op
+    threads: each thread takes the setting when it is created, not later.
+    """
+    torch.set_flush_denormal(True)
+
+
 def build(args: Sequence[str], default_config: Path | None = None) -> ExperimentCLI:
     """Parse a config and build model, data and trainer without running a subcommand (notebooks, benchmarks)."""
+    flush_denormals()
     return ExperimentCLI(ImageClassifier, ImageDataModule, subclass_mode_data=True,
                          parser_kwargs=_defaults(default_config), save_config_callback=RunConfigSaver,
                          save_config_kwargs={"overwrite": True}, args=list(args), run=False)
@@ -182,6 +196,7 @@ def build(args: Sequence[str], default_config: Path | None = None) -> Experiment
 
 def run(args: Sequence[str] | None = None, default_config: Path | None = None) -> ExperimentCLI:
     """Run one LightningCLI command; a `UserFacingError` is printed as one paragraph and exits with status 2."""
+    flush_denormals()
     defaults = _defaults(default_config)
     try:
         return ExperimentCLI(

@@ -233,3 +233,18 @@ def test_predict_path_that_does_not_exist_is_named(mnist_dir: Path, tmp_path: Pa
     fitted.trainer.save_checkpoint(path)
     result = run_main("predict", "--ckpt_path", str(path), "--data.predict_path", str(tmp_path / "nothing_here"))
     assert result.returncode == 2 and "nothing_here does not exist" in result.stderr
+
+
+def test_denormals_are_flushed_on_every_intra_op_thread(mnist_dir: Path) -> None:
+    """A denormal product is zero after `build`, on the worker threads too (a late setting reaches only the main
+    thread: half of a two-thread multiply would stay denormal). Its own process, so the thread pool starts fresh."""
+    script = (
+        "import sys, torch; from mnist_cifar.cli import build; "
+        f"build(['--config', 'configs/lenet_mnist.yaml', '--data.data_dir', {str(mnist_dir)!r}, '--num_threads', '2', "
+        "'--trainer.logger', 'false'], "
+        f"default_config={str(DEFAULT_CONFIG)!r}); "
+        "product = torch.full((1_000_000,), 1e-39) * torch.full((1_000_000,), 0.5); "
+        "survivors = int(torch.count_nonzero(product)); print(survivors); sys.exit(1 if survivors else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"denormal products survived: {result.stdout[-200:]} {result.stderr[-2000:]}"
