@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of docs/performance.md section 5, as one command for a lent GPU machine (device tool: one
+# The GPU checks of docs/performance.md section 6, as one command for a lent GPU machine (device tool: one
 # call, then give the machine back). Run from the repository root there, with two folders carried beside it
 # (both git-ignored through .git/info/exclude, prepared on the development machine):
 #   .whl/  jsonargparse, docstring_parser and typeshed_client wheels (the GPU image lacks jsonargparse)

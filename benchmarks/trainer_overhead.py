@@ -105,5 +105,6 @@ def main() -> None:
     if args.csv:
         append_rows(args.csv, where, args.repeats, ratios, "vs_bare_loop")
 
+
 if __name__ == "__main__":
     main()

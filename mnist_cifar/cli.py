@@ -43,6 +43,10 @@ class RunConfigSaver(SaveConfigCallback):
 
 
 class ExperimentCLI(LightningCLI):
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 (LightningCLI's own signature)
+        flush_denormals()  # first: before anything starts torch's intra-op threads
+        super().__init__(*args, **kwargs)
+
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse's parser class)
         parser.link_arguments("data.input_shape", "model.net.init_args.input_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.net.init_args.num_classes", apply_on="instantiate")
@@ -188,7 +192,6 @@ def flush_denormals() -> None:
 
 def build(args: Sequence[str], default_config: Path | None = None) -> ExperimentCLI:
     """Parse a config and build model, data and trainer without running a subcommand (notebooks, benchmarks)."""
-    flush_denormals()
     return ExperimentCLI(ImageClassifier, ImageDataModule, subclass_mode_data=True,
                          parser_kwargs=_defaults(default_config), save_config_callback=RunConfigSaver,
                          save_config_kwargs={"overwrite": True}, args=list(args), run=False)
@@ -196,7 +199,6 @@ def build(args: Sequence[str], default_config: Path | None = None) -> Experiment
 
 def run(args: Sequence[str] | None = None, default_config: Path | None = None) -> ExperimentCLI:
     """Run one LightningCLI command; a `UserFacingError` is printed as one paragraph and exits with status 2."""
-    flush_denormals()
     defaults = _defaults(default_config)
     try:
         return ExperimentCLI(

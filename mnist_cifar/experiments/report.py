@@ -102,9 +102,14 @@ def markdown_table(experiment: Experiment, results: list[RunResult]) -> str:
     return "\n".join(lines)
 
 
+def _without_validation(runs: list[RunResult]) -> bool:
+    """No val/acc was logged (`--data.val_size 0`): the run tested its last weights."""
+    return all(r.best_epoch == 0 for r in runs)
+
+
 def _validation_cells(runs: list[RunResult]) -> str:
-    """Best val acc and best epoch; a run without a validation split tested its last weights."""
-    if all(r.best_epoch == 0 for r in runs):
+    """Best val acc and best epoch, or what was tested instead."""
+    if _without_validation(runs):
         return f"no validation split | last / {runs[0].epochs}"
     val = statistics.fmean(r.best_val_acc for r in runs)
     return f"{100 * val:.2f} % | {statistics.fmean(r.best_epoch for r in runs):.1f} / {runs[0].epochs}"
@@ -113,7 +118,7 @@ def _validation_cells(runs: list[RunResult]) -> str:
 def _target_cell(runs: list[RunResult]) -> str:
     reached = [r for r in runs if r.epochs_to_target]
     if not reached:
-        return " no validation split |" if all(r.best_epoch == 0 for r in runs) else " not reached |"
+        return " no validation split |" if _without_validation(runs) else " not reached |"
     epochs = statistics.fmean(r.epochs_to_target for r in reached)
     seconds = statistics.fmean(r.seconds_to_target for r in reached)
     return f" {epochs:.1f}, {seconds:.0f} s ({len(reached)} of {len(runs)} seeds) |"
