@@ -6,7 +6,7 @@
 #   .gpu/  cifar10-jpeg.tar.gz, mnist/*.gz (the four IDX files, gzipped to fit the 64 MiB transfer limit),
 #          ab/airbench/ (the airbench 0.1.8 sdist's package folder, pure Python)
 # Usage: bash benchmarks/gpu_checks.sh [STEP ...]   steps: speedrun_mnist speedrun_cifar airbench overhead
-#        vgg16 resnet18 throughput (default: all, in that order). Results land in $OUT (default ./gpu_out).
+#        vgg16 resnet18 throughput zoo (default: all but zoo, in that order). Results land in $OUT (default ./gpu_out).
 set -u
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 D=/tmp/data R=/tmp/runs
@@ -34,6 +34,15 @@ run_step() {
     overhead) timeout 240 python3 benchmarks/trainer_overhead.py --data_dir $D --repeats 3 --csv "$OUT/overhead.csv" 2>&1 | grep -A8 "best of" ;;
     vgg16) sweep 420 architectures --only vgg16_cifar --seeds 3 --data.on_device=true --trainer.precision=bf16-mixed ;;
     resnet18) sweep 420 architectures --only resnet18_cifar --seeds 3 --data.on_device=true --trainer.precision=bf16-mixed ;;
+    zoo)  # nine runs side by side on the one GPU (each is launch-bound alone): ResNet-20 x3 in fp32 as on the CPU,
+          # VGG-16 and ResNet-18 x3 in bf16; the decoded-JPEG cache is built once first, not by nine processes
+      python3 -c "from mnist_cifar.data import CIFAR10DataModule as M; m = M(data_dir='$D'); m.prepare_data(); m.setup('fit'); m.setup('test')"
+      nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 20 > "$OUT/smi.csv" & smi=$!
+      zoo_run() { timeout "${ZOO_SECONDS:-470}" python3 -m mnist_cifar.experiments run architectures --seeds 3 --gpus 0 --num_threads=1 \
+        --data.on_device=true --data_dir $D $X "$@" 2>&1 | grep -E "^(start|end|report)|Error"; }
+      zoo_run --root $R --only resnet20_cifar --jobs 3 & a=$!
+      zoo_run --root $R/bf16 --only vgg16_cifar resnet18_cifar --jobs 6 --trainer.precision=bf16-mixed & b=$!
+      wait $a $b; kill $smi; pack ;;
     throughput) for c in lenet_cifar vgg16_cifar resnet18_cifar; do for p in 32-true bf16-mixed; do
         timeout 90 python3 main.py fit --config configs/$c.yaml --data.data_dir $D --data.on_device true \
           --trainer.max_epochs 1 --trainer.precision $p --trainer.logger.init_args.save_dir $R/throughput \

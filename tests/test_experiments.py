@@ -198,3 +198,11 @@ def test_jobs_below_one_is_refused(tiny_experiment: str, capsys: pytest.CaptureF
     with pytest.raises(SystemExit) as exit_info:
         experiments_main(["run", tiny_experiment, "--jobs", "0"])
     assert exit_info.value.code == 2 and "--jobs must be at least 1" in capsys.readouterr().err
+
+
+def test_an_unknown_only_variant_is_refused_by_name(tiny_experiment: str, capsys: pytest.CaptureFixture) -> None:
+    """A typo in --only used to run nothing and exit 0, which reads like a finished sweep."""
+    with pytest.raises(SystemExit) as exit_info:
+        experiments_main(["run", tiny_experiment, "--only", "relu", "rleu"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "rleu" in err and "relu, sigmoid" in err

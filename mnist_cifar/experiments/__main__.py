@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "run":
             if args.jobs < 1:
                 raise ConfigError(f"--jobs must be at least 1, got {args.jobs}.")
+            names = [variant.name for variant in experiment.variants]
+            unknown = [name for name in args.only or [] if name not in names]
+            if unknown:
+                raise ConfigError(f"--only names no variant of {experiment.name}: {', '.join(unknown)}. "
+                                  f"Its variants: {', '.join(names)} (`python -m mnist_cifar.experiments list`).")
             extra = extra + ([f"--data.data_dir={args.data_dir}"] if args.data_dir else [])
             jobs = args.jobs if not args.gpus or args.jobs > 1 else len(args.gpus)
             try:
