@@ -1,0 +1,23 @@
+"""The README's and docs/results.md's result tables are the report tool's output, copied, never typed by hand."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REPORT_ROW = re.compile(r"^\| \w+ \| \d+ \| [\d.]+ ± [\d.]+ % \|.*\|$")  # variant | seeds | mean ± std | ...
+
+
+def report_rows() -> set[str]:
+    return {line for path in (ROOT / "docs" / "results").glob("*/results.md")
+            for line in path.read_text().splitlines() if REPORT_ROW.match(line)}
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/results.md"])
+def test_every_result_row_is_a_report_row_unchanged(document: str) -> None:
+    rows = [line for line in (ROOT / document).read_text().splitlines() if REPORT_ROW.match(line)]
+    assert len(rows) >= 10, f"{document}: the result tables are gone or their format changed"
+    typed = [row for row in rows if row not in report_rows()]
+    assert not typed, f"{document} has rows no report under docs/results/ wrote:\n" + "\n".join(typed)
