@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-REPORT_ROW = re.compile(r"^\| \w+ \| (\d+) \| [\d.]+ ± [\d.]+ % \|.*\|$")  # variant | seeds | mean ± std | ...
+REPORT_ROW = re.compile(r"^\| \w+ \| (\d+) \| [\d.]+( ± [\d.]+)? % \|.*\|$")  # variant | seeds | mean (± std) | ...
 
 
 def report_rows() -> set[str]:
