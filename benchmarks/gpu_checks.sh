@@ -20,11 +20,12 @@ if [ ! -f $D/MNIST/raw/t10k-labels-idx1-ubyte ]; then
 fi
 X="--trainer.enable_progress_bar=false"
 pack() { tar czf "$OUT/runs.tgz" --exclude='*.ckpt' -C /tmp runs; }
-sweep() {  # sweep SECONDS EXPERIMENT ARGS...: the runner on GPU 0, cut at SECONDS (a cut run is lost with the machine)
-  local seconds=$1; shift
-  timeout "$seconds" python3 -m mnist_cifar.experiments run "$@" --data_dir $D --root $R --gpus 0 $X 2>&1 \
-    | grep -E "^(start|end|report)|Error"; pack
+runner() {  # runner SECONDS EXPERIMENT ARGS...: the runner on GPU 0, cut at SECONDS (it resumes a cut run while
+  local seconds=$1; shift   # the machine is held; a cut run is lost with the machine)
+  timeout "$seconds" python3 -m mnist_cifar.experiments run "$@" --data_dir $D --gpus 0 $X 2>&1 \
+    | grep -E "^(start|end|report)|Error"
 }
+sweep() { runner "$@" --root $R; pack; }  # sweep SECONDS EXPERIMENT ARGS...: one runner, then pack its runs
 run_step() {
   echo "=== $1 $(date +%T)"
   case $1 in
@@ -38,11 +39,10 @@ run_step() {
           # VGG-16 and ResNet-18 x3 in bf16; the decoded-JPEG cache is built once first, not by nine processes
       python3 -c "from mnist_cifar.data import CIFAR10DataModule as M; m = M(data_dir='$D'); m.prepare_data(); m.setup('fit'); m.setup('test')"
       nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 20 > "$OUT/smi.csv" & smi=$!
-      zoo_run() { timeout "${ZOO_SECONDS:-470}" python3 -m mnist_cifar.experiments run architectures --seeds 3 --gpus 0 --num_threads=1 \
-        --data.on_device=true --data_dir $D $X "$@" 2>&1 | grep -E "^(start|end|report)|Error"; }
-      zoo_run --root $R --only resnet20_cifar --jobs 3 & a=$!
-      zoo_run --root $R/bf16 --only vgg16_cifar resnet18_cifar --jobs 6 --trainer.precision=bf16-mixed & b=$!
-      wait $a $b; kill $smi; pack ;;
+      zoo="${ZOO_SECONDS:-470} architectures --seeds 3 --num_threads=1 --data.on_device=true"  # split on purpose
+      runner $zoo --root $R --only resnet20_cifar --jobs 3 & a=$!
+      runner $zoo --root $R/bf16 --only vgg16_cifar resnet18_cifar --jobs 6 --trainer.precision=bf16-mixed & b=$!
+      wait $a $b; kill $smi; pack ;;  # one pack after both: two at once would write runs.tgz together
     throughput) for c in lenet_cifar vgg16_cifar resnet18_cifar; do for p in 32-true bf16-mixed; do
         timeout 90 python3 main.py fit --config configs/$c.yaml --data.data_dir $D --data.on_device true \
           --trainer.max_epochs 1 --trainer.precision $p --trainer.logger.init_args.save_dir $R/throughput \

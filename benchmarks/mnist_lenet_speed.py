@@ -78,8 +78,8 @@ def main() -> None:
             args.data_dir, [*NOTES_RECIPE, "--num_threads", str(default_threads)]),
         "project Trainer, the notes' recipe, 1 thread": lambda: project_epoch(
             args.data_dir, [*NOTES_RECIPE, "--num_threads", "1"]),
-        f"project Trainer, lenet_mnist.yaml as shipped (batch 256, shifts, {default_threads} threads)": lambda: (
-            project_epoch(args.data_dir, [])),
+        f"project Trainer, lenet_mnist.yaml as shipped (batch 256, shifts, {default_threads} threads)":
+            lambda: project_epoch(args.data_dir, []),
     }
     best = {name: 0.0 for name in rows}
     for _ in range(args.repeats):

@@ -8,24 +8,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT_ROW = re.compile(r"^\| \w+ \| (\d+) \| [\d.]+( ± [\d.]+)? % \|.*\|$")  # variant | seeds | mean (± std) | ...
+DOCUMENTS = ["README.md", "docs/results.md"]
 
 
-def report_rows() -> set[str]:
-    return {line for path in (ROOT / "docs" / "results").glob("*/results.md")
-            for line in path.read_text().splitlines() if REPORT_ROW.match(line)}
+def result_rows(path: Path) -> list[re.Match]:
+    return [match for line in path.read_text().splitlines() if (match := REPORT_ROW.match(line))]
 
 
-@pytest.mark.parametrize("document", ["README.md", "docs/results.md"])
+@pytest.mark.parametrize("document", DOCUMENTS)
 def test_every_result_row_is_a_report_row_unchanged(document: str) -> None:
-    rows = [line for line in (ROOT / document).read_text().splitlines() if REPORT_ROW.match(line)]
+    rows = [match.group(0) for match in result_rows(ROOT / document)]
     assert len(rows) >= 10, f"{document}: the result tables are gone or their format changed"
-    typed = [row for row in rows if row not in report_rows()]
+    written = {match.group(0) for path in (ROOT / "docs" / "results").glob("*/results.md") for match in result_rows(path)}
+    typed = [row for row in rows if row not in written]
     assert not typed, f"{document} has rows no report under docs/results/ wrote:\n" + "\n".join(typed)
 
 
-@pytest.mark.parametrize("document", ["README.md", "docs/results.md"])
+@pytest.mark.parametrize("document", DOCUMENTS)
 def test_every_result_row_is_a_mean_over_at_least_three_seeds(document: str) -> None:
     """One seed on one machine is an anecdote: another CPU gives another trajectory."""
-    matches = [REPORT_ROW.match(line) for line in (ROOT / document).read_text().splitlines()]
-    few = [match.group(0) for match in matches if match and int(match.group(1)) < 3]
+    few = [match.group(0) for match in result_rows(ROOT / document) if int(match.group(1)) < 3]
     assert not few, f"{document} reports rows over fewer than three seeds:\n" + "\n".join(few)
