@@ -11,6 +11,7 @@ or `python main.py test --config <config with that network> --ckpt_path path`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 
 from mnist_cifar.checkpoint_io import state_dict_mismatch, verify
 from mnist_cifar.data import augment
-from mnist_cifar.errors import CheckpointError
+from mnist_cifar.errors import CheckpointError, ConfigError
 
 Batch = tuple[Tensor, Tensor]
 LIVE_OBJECT_ARGS = ("net", "optimizer", "scheduler")
@@ -37,6 +38,16 @@ def _is_plain(value: Any) -> bool:
     if isinstance(value, Mapping):
         return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
     return False
+
+
+def _built_class(factory: Any) -> type | None:
+    """The class a callable builds: itself, or the class inside jsonargparse's `functools.partial` (4.5x wraps it
+    as `partial(call_without_instantiate_context, instantiator, cls, **init_args)`)."""
+    if isinstance(factory, type):
+        return factory
+    if isinstance(factory, functools.partial):
+        return next((a for a in (factory.func, *factory.args) if isinstance(a, type)), None)
+    return None
 
 
 class ImageClassifier(L.LightningModule):
@@ -55,7 +66,8 @@ class ImageClassifier(L.LightningModule):
         test_time_augmentation: test and predict on the mean logits of each image, its mirror and one-pixel shifts
             (airbench's flip + translate; for CIFAR-like photos, not for digits). Validation stays plain.
 
-    A `OneCycleLR` scheduler given without `total_steps` or `epochs` gets its length from the trainer
+    `mnist_cifar.schedules.OneCycleLR` peaks at the optimizer's `lr` (torch's, which ignores that lr, is refused), and
+    given without `total_steps` or `epochs` gets its length from the trainer
     (`estimated_stepping_batches`, or `max_epochs` with `scheduler_interval: epoch`), so overriding
     `--trainer.max_epochs` keeps the schedule whole.
     """
@@ -82,6 +94,7 @@ class ImageClassifier(L.LightningModule):
         self.net = net
         self.optimizer = optimizer
         self.scheduler = scheduler
+        self._refuse_torch_one_cycle()
         self._sums: dict[str, tuple[Tensor, int]] = {}  # per stage: (summed loss, correct predictions), images
         if input_shape is not None:
             self.example_input_array = torch.zeros(1, *input_shape)
@@ -223,6 +236,17 @@ class ImageClassifier(L.LightningModule):
         all parameters in one group."""
         groups = getattr(self.net, "parameter_groups", None)
         return groups() if callable(groups) else self.parameters()
+
+    def _refuse_torch_one_cycle(self) -> None:
+        """torch's `OneCycleLR` ignores the optimizer's lr (it sets every group from its own `max_lr`): refused, so
+        that no lr in a config is silently without effect; `mnist_cifar.schedules.OneCycleLR` peaks at the lr."""
+        if _built_class(self.scheduler) is torch.optim.lr_scheduler.OneCycleLR:
+            raise ConfigError(
+                "model.scheduler is torch.optim.lr_scheduler.OneCycleLR, which sets every group's learning rate from "
+                "its own max_lr and ignores the optimizer's lr (model.optimizer.init_args.lr would do nothing). Use "
+                "--model.scheduler mnist_cifar.schedules.OneCycleLR: the same schedule, peaking at the optimizer's lr; "
+                "set the peak with --model.optimizer.init_args.lr."
+            )
 
     def _open_schedule_length(self) -> dict[str, int]:
         given = getattr(self.scheduler, "keywords", {})  # jsonargparse hands callables over as functools.partial

@@ -70,7 +70,9 @@ class ExperimentCLI(LightningCLI):
         if isinstance(args, (dict, Namespace)):
             super().parse_arguments(parser, args)
         else:
-            self.config = parser.parse_args(with_checkpoint_config(list(sys.argv[1:] if args is None else args)))
+            argv = list(sys.argv[1:] if args is None else args)
+            refuse_top_level_optimizer(argv)
+            self.config = parser.parse_args(with_checkpoint_config(argv))
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if subcommand == "fit" and ckpt_path:
@@ -133,6 +135,32 @@ class ExperimentCLI(LightningCLI):
         trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
+TOP_LEVEL_OPTIMIZER_KEYS = {"--optimizer": "model.optimizer", "--lr_scheduler": "model.scheduler"}
+
+
+def refuse_top_level_optimizer(argv: Sequence[str]) -> None:
+    """Refuse LightningCLI's top-level `--optimizer` / `--lr_scheduler`, naming the model's own keys.
+
+    LightningCLI would build them in place of the model's `configure_optimizers` (dropping a network's parameter
+    groups, the config's weight decay and the schedule's length) while the saved hyperparameters kept the model's
+    optimizer, and `--lr_scheduler` alone did nothing. `auto_configure_optimizers=False` turns them off; this says
+    what to type instead.
+    """
+    for arg in argv:
+        key = arg.split("=", 1)[0]
+        for top, own in TOP_LEVEL_OPTIMIZER_KEYS.items():
+            if key == top or key.startswith(top + "."):
+                rest = key[len(top):]
+                nested = f"--{own}.init_args{rest}" if rest and rest != ".class_path" else f"--{own}"
+                raise ConfigError(
+                    f"{key}: the optimizer and the schedule are arguments of the model here, so LightningCLI's "
+                    f"top-level {top} is not used (it would replace the model's own optimizer construction: a "
+                    f"network's parameter groups, the weight decay, the schedule's length, and what the run records). "
+                    f"Use {nested} instead, e.g. --model.optimizer torch.optim.SGD --model.optimizer.init_args.lr 0.1, "
+                    f"or --model.scheduler torch.optim.lr_scheduler.StepLR --model.scheduler.init_args.step_size 5."
+                )
+
+
 def check_values(config: Namespace) -> None:
     """Refuse values that would only fail after the data was read, naming the key (the DataModule checks its own)."""
     max_epochs = config.trainer.get("max_epochs")
@@ -192,7 +220,7 @@ def flush_denormals() -> None:
 
 def build(args: Sequence[str], default_config: Path | None = None) -> ExperimentCLI:
     """Parse a config and build model, data and trainer without running a subcommand (notebooks, benchmarks)."""
-    return ExperimentCLI(ImageClassifier, ImageDataModule, subclass_mode_data=True,
+    return ExperimentCLI(ImageClassifier, ImageDataModule, subclass_mode_data=True, auto_configure_optimizers=False,
                          parser_kwargs=_defaults(default_config), save_config_callback=RunConfigSaver,
                          save_config_kwargs={"overwrite": True}, args=list(args), run=False)
 
@@ -205,6 +233,7 @@ def run(args: Sequence[str] | None = None, default_config: Path | None = None) -
             ImageClassifier,
             ImageDataModule,
             subclass_mode_data=True,
+            auto_configure_optimizers=False,
             parser_kwargs={"exit_on_error": False, **{command: dict(defaults) for command in SUBCOMMANDS}},
             save_config_callback=RunConfigSaver,
             save_config_kwargs={"overwrite": True},
