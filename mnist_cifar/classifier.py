@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from mnist_cifar.checkpoint_io import state_dict_mismatch, verify
+from mnist_cifar.checkpoints import confine_callback_paths
 from mnist_cifar.data import augment
 from mnist_cifar.errors import CheckpointError, ConfigError
 
@@ -114,6 +117,14 @@ class ImageClassifier(L.LightningModule):
         """Refuse, in one paragraph, a checkpoint that is damaged or was made by another network."""
         where = self._checkpoint_name()
         verify(checkpoint, where)
+        if where != "being loaded":
+            dropped = confine_callback_paths(checkpoint, Path(where).expanduser().parent)
+            if dropped:
+                rank_zero_warn(
+                    f"The checkpoint {where} named saved checkpoints outside its own folder ({', '.join(dropped[:3])}): "
+                    f"they were ignored, so nothing outside the run is read or deleted, and the tracking of the "
+                    f"best checkpoint restarts from here. A run folder that was moved or copied does this too."
+                )
         problems = state_dict_mismatch(self.state_dict(), checkpoint.get("state_dict", {}))
         if problems:
             raise CheckpointError(
