@@ -104,6 +104,7 @@ class ImageClassifier(L.LightningModule):
         self._step_loss: Tensor | None = None
         self._step_logged = -1
         self._compiled: Any = None  # not a submodule: checkpoints keep the plain `net.*` names
+        self._restored_schedule_lengths: list[int | None] = []  # from a checkpoint being resumed
 
     def configure_model(self) -> None:
         """`channels_last` and `torch.compile`, applied once the model is on its device. Neither changes the
@@ -117,6 +118,8 @@ class ImageClassifier(L.LightningModule):
         """Refuse, in one paragraph, a checkpoint that is damaged or was made by another network."""
         where = self._checkpoint_name()
         verify(checkpoint, where)
+        self._restored_schedule_lengths = [state.get("total_steps") if isinstance(state, dict) else None
+                                           for state in checkpoint.get("lr_schedulers", [])]
         if where != "being loaded":
             dropped = confine_callback_paths(checkpoint, Path(where).expanduser().parent)
             if dropped:
@@ -235,7 +238,9 @@ class ImageClassifier(L.LightningModule):
                 group["weight_decay"] *= decay_scale
         if self.scheduler is None:
             return optimizer
-        scheduler = self.scheduler(optimizer, **self._open_schedule_length())
+        length = self._open_schedule_length()
+        self._refuse_a_resized_schedule(length)
+        scheduler = self.scheduler(optimizer, **length)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval, "monitor": "val/loss"},
@@ -258,6 +263,27 @@ class ImageClassifier(L.LightningModule):
                 "--model.scheduler mnist_cifar.schedules.OneCycleLR: the same schedule, peaking at the optimizer's lr; "
                 "set the peak with --model.optimizer.init_args.lr."
             )
+
+    def _refuse_a_resized_schedule(self, length: dict[str, int]) -> None:
+        """A resume whose schedule would have another length than the run's is refused before any step.
+
+        The restored scheduler keeps the length the run started with, so a longer `max_epochs` (or a batch size,
+        device count or `limit_train_batches` that changes the steps) would crash one-cycle at the first step past
+        the old end ("Tried to step N times") or silently bend a triangular schedule."""
+        restored = self._restored_schedule_lengths
+        if not length or not restored or restored[0] is None or restored[0] == length["total_steps"]:
+            return
+        name = _built_class(self.scheduler).__name__ if _built_class(self.scheduler) else "the schedule"
+        unit = "steps" if self.hparams.scheduler_interval == "step" else "epochs"
+        raise ConfigError(
+            f"--ckpt_path {self._checkpoint_name()}: this run's learning-rate schedule ({name}) was sized for "
+            f"{restored[0]} {unit} when the run started, and with the settings given now it would need "
+            f"{length['total_steps']} (--trainer.max_epochs, --data.batch_size, the number of devices or "
+            f"--trainer.limit_train_batches differ from the run's). A resume continues the schedule it started, so "
+            f"it cannot be made longer or shorter: resume with the run's own settings (its config.yaml), or start a "
+            f"new run without --ckpt_path. A schedule that does not depend on the run's length (StepLR, or none) "
+            f"resumes with more epochs."
+        )
 
     def _open_schedule_length(self) -> dict[str, int]:
         given = getattr(self.scheduler, "keywords", {})  # jsonargparse hands callables over as functools.partial

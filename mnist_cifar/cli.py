@@ -9,6 +9,7 @@ ends with the test figure that `python main.py test --ckpt_path <best>` reproduc
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 import warnings
 from argparse import ArgumentError
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.accelerators import Accelerator, CPUAccelerator
 from lightning.pytorch import LightningModule, Trainer
@@ -26,6 +28,7 @@ from mnist_cifar.checkpoints import check_checkpoint, find_last, run_folder_of, 
 from mnist_cifar.classifier import ImageClassifier
 from mnist_cifar.data import ImageDataModule
 from mnist_cifar.errors import ConfigError, UserFacingError
+from mnist_cifar.provenance import provenance
 from mnist_cifar.resume import LatestCheckpoint, NonFiniteLoss, RunStopped
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -34,12 +37,67 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml
 
 
 class RunConfigSaver(SaveConfigCallback):
-    """Save the resolved config in the run's folder; with no logger there is no run folder, so write nothing
-    (Lightning would write `config.yaml` into the current directory, over whatever is there)."""
+    """Save the resolved config and the run's provenance (`provenance.json`: commit, packages, machine) in the run's
+    folder. A resumed `fit` keeps the run's original `config.yaml` and records the resume in `resume_<N>.yaml`:
+    every key whose value differs from the original, the checkpoint it resumed from and the provenance of the
+    process that resumed it (written once the resume is accepted, at fit start). With no logger there is no run
+    folder, so nothing is written (Lightning would write `config.yaml` into the current directory)."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 (SaveConfigCallback's own signature)
+        super().__init__(*args, **kwargs)
+        self._resume_record: dict | None = None
+        self.resuming_from: str | None = None  # set by the CLI before a `fit --ckpt_path` (Lightning sets
+        # trainer.ckpt_path only after `setup`, where the config is written)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if trainer.loggers:
+        if not trainer.loggers or self.already_saved:
+            return
+        original = Path(trainer.log_dir or ".") / self.config_filename  # (log_dir broadcasts: every rank calls it)
+        resuming = stage == "fit" and self.resuming_from is not None
+        resuming = trainer.strategy.broadcast(resuming and trainer.is_global_zero and original.is_file())
+        if not resuming:
             super().setup(trainer, pl_module, stage)
+            return
+        if trainer.is_global_zero:
+            now = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+            self._resume_record = {"resumed_from": str(self.resuming_from),
+                                   "changed": config_changes(yaml.safe_load(original.read_text()), now),
+                                   "provenance": provenance()}
+        self.already_saved = True
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        (Path(trainer.log_dir) / "provenance.json").write_text(json.dumps(provenance(), indent=2) + "\n")
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        record, self._resume_record = self._resume_record, None
+        if record is None or not trainer.is_global_zero:
+            return
+        folder = Path(trainer.log_dir)
+        number = 1 + sum(1 for _ in folder.glob("resume_*.yaml"))
+        (folder / f"resume_{number}.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+
+
+# A resume runs in the run's own folder by definition: where the logger writes is the same place, however spelled.
+IGNORED_CHANGES = {"ckpt_path", *(f"trainer.logger.init_args.{key}" for key in ("save_dir", "name", "version"))}
+
+
+def config_changes(original: dict, now: dict) -> dict[str, dict]:
+    """`{dotted.key: {"was": old, "now": new}}` for every leaf whose value differs (lists compare whole)."""
+    before, after = _flatten(original or {}), _flatten(now or {})
+    return {key: {"was": before.get(key), "now": after.get(key)}
+            for key in sorted(before.keys() | after.keys())
+            if key not in IGNORED_CHANGES and before.get(key) != after.get(key)}
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    flat: dict = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
 
 
 class ExperimentCLI(LightningCLI):
@@ -125,6 +183,9 @@ class ExperimentCLI(LightningCLI):
         # pick the next free `version_N` for itself, splitting one run over two folders.
         for logger in self.trainer.loggers:
             _ = logger.version
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, RunConfigSaver):
+                callback.resuming_from = self.config.fit.get("ckpt_path")
 
     def after_fit(self) -> None:
         trainer = self.trainer

@@ -29,6 +29,7 @@ class TriangularLR(LambdaLR):
                  end: float = 0.07, last_epoch: int = -1) -> None:
         if total_steps is None or total_steps < 1:
             raise ValueError("TriangularLR needs total_steps (given by the trainer with scheduler_interval: step).")
+        self.total_steps = total_steps  # saved in the state: a resume can tell that its length changed
         peak = max(1, round(peak_at * total_steps))
 
         def multiplier(step: int) -> float:

@@ -133,7 +133,8 @@ class ImageDataModule(L.LightningDataModule):
         self.predict_has_labels = False
         self.unreadable: list[tuple[str, str]] = []  # predict_path files that are not images, and why
         self._device_constants: dict[torch.device, tuple[Tensor, Tensor, Tensor | None]] = {}
-        self._resume_skip_batches = 0
+        self._resume_position: dict[str, int] | None = None  # where an interrupted epoch stopped (load_state_dict)
+        self._position_offset: tuple[int, int, int] | None = None  # (epoch, batch, images) where this process resumed
 
     # -- what the data set is ------------------------------------------------------------------
     @property
@@ -233,8 +234,8 @@ class ImageDataModule(L.LightningDataModule):
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
         sampler = ShardSampler(dataset, shuffle=train, seed=run_seed(), num_replicas=world, rank=rank,
                                batch_size=batch_size)
-        if train:
-            sampler.skip_batches, self._resume_skip_batches = self._resume_skip_batches, 0
+        if train and self._resume_position is not None:
+            self._resume_mid_epoch(sampler, batch_size, world)
         if self.hparams.on_device and not predict:  # predict keeps the DataLoader: Lightning tracks its indices
             device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
             return DeviceBatches(*dataset.on(device), sampler, batch_size)
@@ -250,15 +251,37 @@ class ImageDataModule(L.LightningDataModule):
 
     # -- resuming ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, int]:
-        """Saved in every checkpoint: how far the current training epoch got, so a resume skips those batches."""
+        """Saved in every checkpoint: how far the current training epoch got, in batches and in images (over all
+        ranks), so a resume skips exactly the images already trained on, whatever batch size it runs with."""
         if self.trainer is None or not self.trainer.training or self.trainer.should_stop:
             return {}  # an epoch the trainer stops early (max_time, a callback) counts as done: it resumes at the next
-        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
-        return {"batches_done": progress.processed, "epoch_batches": int(self.trainer.num_training_batches)}
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        epoch, start_batch, start_images = self._position_offset or (-1, 0, 0)
+        if epoch != self.trainer.current_epoch:
+            start_batch, start_images = 0, 0
+        images = start_images + (done - start_batch) * self.hparams.batch_size * self.trainer.world_size
+        return {"batches_done": done, "epoch_batches": int(self.trainer.num_training_batches), "images_done": images}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         done, total = state_dict.get("batches_done", 0), state_dict.get("epoch_batches", 0)
-        self._resume_skip_batches = done if 0 < done < total else 0  # a finished epoch resumes at the next one
+        self._resume_position = dict(state_dict) if 0 < done < total else None  # a finished epoch resumes at the next
+
+    def _resume_mid_epoch(self, sampler: ShardSampler, batch_size: int, world: int) -> None:
+        """Skip the images the interrupted epoch trained on, and, when the batch size or the number of processes
+        changed, move Lightning's batch counter to the batch the rest of the epoch starts at (the loop ends the
+        epoch when that counter reaches the epoch's batch count, so counting the old batches in the new size would
+        cut the epoch short or train some images twice)."""
+        position, self._resume_position = self._resume_position, None
+        done = position["batches_done"]
+        images = position.get("images_done", done * batch_size * world)  # checkpoints from before images were counted
+        sampler.skip_images = images
+        aligned = -(-len(sampler) // batch_size) - -(-sampler.remaining() // batch_size)
+        if aligned != done and self.trainer is not None:
+            progress = self.trainer.fit_loop.epoch_loop.batch_progress
+            for counter in (progress.current, progress.total):
+                counter.ready, counter.started = counter.ready + aligned - done, counter.started + aligned - done
+                counter.processed, counter.completed = counter.processed + aligned - done, counter.completed + aligned - done
+        self._position_offset = (self.trainer.current_epoch if self.trainer is not None else 0, aligned, images)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)

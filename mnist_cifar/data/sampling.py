@@ -7,7 +7,9 @@ cannot resume mid-epoch. Subclassing `DistributedSampler` tells Lightning to lea
 - Training: the epoch's order is `randperm(n)` from a generator seeded with `seed + epoch`, so it depends
   on nothing but the seed and the epoch (not on the global RNG, not on how the run was interrupted). It is
   padded, as DistributedSampler does, so every rank takes the same number of optimizer steps; rank `r`
-  takes every `world`-th index from `r`. `skip_batches` drops the batches an interrupted epoch already did.
+  takes every `world`-th index from `r`. `skip_images` drops the first images of the epoch's order, the ones an
+  interrupted epoch already trained on (counted over all ranks, so a resume with another batch size or number of
+  processes neither repeats nor skips an image; the rest is padded again for the new number of ranks).
 - Evaluation and predict: contiguous shards without padding, in input order. Rank `r` reads
   `[r * n // world, (r + 1) * n // world)`: every image exactly once, and the ranks' outputs joined in rank
   order are in input order.
@@ -28,7 +30,7 @@ class ShardSampler(DistributedSampler):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
         self.size = len(dataset)  # type: ignore[arg-type]
         self.batch_size = batch_size
-        self.skip_batches = 0
+        self.skip_images = 0
         if not shuffle:
             start, end = self._shard_bounds()
             self.num_samples = end - start
@@ -37,16 +39,24 @@ class ShardSampler(DistributedSampler):
         return self.rank * self.size // self.num_replicas, (self.rank + 1) * self.size // self.num_replicas
 
     def epoch_order(self) -> list[int]:
-        """This rank's indices for the current epoch, before any skipped batches are dropped."""
+        """This rank's indices for the current epoch, after the `skip_images` an interrupted epoch already did."""
         if not self.shuffle:
             return list(range(*self._shard_bounds()))
         order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
-        order += order[: self.total_size - self.size]  # pad, so every rank takes the same number of steps
-        return order[self.rank : self.total_size : self.num_replicas]
+        padded = order + order[: self.total_size - self.size]  # pad, so every rank takes the same number of steps
+        rest = padded[self.skip_images :]
+        rest += order[: -len(rest) % self.num_replicas]  # a resume on another number of ranks pads again
+        return rest[self.rank :: self.num_replicas]
+
+    def remaining(self) -> int:
+        """How many indices this rank takes in the current epoch after `skip_images` (what `epoch_order` returns)."""
+        if not self.shuffle:
+            return self.num_samples
+        return -(-max(self.total_size - self.skip_images, 0) // self.num_replicas)
 
     def __iter__(self) -> Iterator[int]:
-        order = self.epoch_order()[self.skip_batches * self.batch_size :]
-        self.skip_batches = 0  # only the epoch that was interrupted is shortened
+        order = self.epoch_order()
+        self.skip_images = 0  # only the epoch that was interrupted is shortened
         return iter(order)
 
     def __len__(self) -> int:
