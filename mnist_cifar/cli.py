@@ -46,13 +46,15 @@ class RunConfigSaver(SaveConfigCallback):
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 (SaveConfigCallback's own signature)
         super().__init__(*args, **kwargs)
         self._resume_record: dict | None = None
+        self._run_dir = Path(".")
         self.resuming_from: str | None = None  # set by the CLI before a `fit --ckpt_path` (Lightning sets
         # trainer.ckpt_path only after `setup`, where the config is written)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not trainer.loggers or self.already_saved:
             return
-        original = Path(trainer.log_dir or ".") / self.config_filename  # (log_dir broadcasts: every rank calls it)
+        self._run_dir = Path(trainer.log_dir or ".")  # log_dir broadcasts: every rank must ask, and only here
+        original = self._run_dir / self.config_filename
         resuming = stage == "fit" and self.resuming_from is not None
         resuming = trainer.strategy.broadcast(resuming and trainer.is_global_zero and original.is_file())
         if not resuming:
@@ -66,13 +68,13 @@ class RunConfigSaver(SaveConfigCallback):
         self.already_saved = True
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        (Path(trainer.log_dir) / "provenance.json").write_text(json.dumps(provenance(), indent=2) + "\n")
+        (self._run_dir / "provenance.json").write_text(json.dumps(provenance(), indent=2) + "\n")
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         record, self._resume_record = self._resume_record, None
         if record is None or not trainer.is_global_zero:
             return
-        folder = Path(trainer.log_dir)
+        folder = self._run_dir
         number = 1 + sum(1 for _ in folder.glob("resume_*.yaml"))
         (folder / f"resume_{number}.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,32 @@ def test_unwritable_cache_warns_and_still_loads(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="decoded-image cache"):
         images, _ = dm._load("test")
     assert images.shape == (10, 3, 32, 32)
+
+
+def test_a_flipped_byte_in_the_image_cache_is_found_and_rebuilt(tmp_path: Path) -> None:
+    write_image_folder(tmp_path / "folder")
+    dm = CIFAR10DataModule(data_dir=str(tmp_path / "folder"), cache_dir=str(tmp_path / "cache"))
+    images, labels = dm._load("train")
+    (cache,) = (tmp_path / "cache").glob("imagefolder-train-*.pt")
+    data = bytearray(cache.read_bytes())
+    offset = bytes(data).find(images.numpy().tobytes()[:64])  # inside the stored pixels
+    assert offset > 0
+    data[offset + 5] ^= 0x01
+    cache.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="decoded-image cache .* is damaged"):
+        reloaded, relabelled = dm._load("train")
+    assert torch.equal(reloaded, images) and torch.equal(relabelled, labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # rewritten whole: no warning the next time
+        assert torch.equal(dm._load("train")[0], images)
+
+
+def test_a_class_missing_from_the_test_split_stops_fit_before_training(tmp_path: Path) -> None:
+    write_image_folder(tmp_path)
+    for file in (tmp_path / "test" / "ship").iterdir():
+        file.unlink()
+    (tmp_path / "test" / "ship").rmdir()
+    dm = CIFAR10DataModule(data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"), val_size=10)
+    with pytest.raises(DataCorruptError, match=r"test must hold one sub-folder per class.*Missing: ship"):
+        dm.setup("fit")
+    assert not (tmp_path / "c").exists()  # nothing was decoded: refused before the training split was read

@@ -133,3 +133,15 @@ def test_torchvision_net_bad_names_are_config_errors(kwargs: dict, match: str) -
 
     with pytest.raises(ConfigError, match=match):
         models.TorchvisionNet(**kwargs)
+
+
+@pytest.mark.parametrize("cls", MODEL_CLASSES, ids=lambda c: c.__name__)
+def test_every_network_explains_itself_and_each_argument(cls: type) -> None:
+    """`python main.py fit --model.net.help <class>` shows the class docstring's `Args:` entries as each option's help."""
+    from docstring_parser import parse
+
+    doc = parse(inspect.getdoc(cls) or "")
+    assert doc.short_description, f"{cls.__name__} has no docstring"
+    documented = {param.arg_name for param in doc.params}
+    arguments = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+    assert not set(arguments) - documented, f"{cls.__name__} leaves undocumented: {set(arguments) - documented}"

@@ -161,6 +161,9 @@ class ImageDataModule(L.LightningDataModule):
     def download_source(self) -> None:
         raise NotImplementedError
 
+    def check_source(self, source: Any) -> None:
+        """Check, before training, what `fit` would otherwise find broken only later (e.g. the test split)."""
+
     def read_split(self, source: Any, split: str) -> Split:
         """Read `split` ("train" or "test") from what `find_source` returned."""
         raise NotImplementedError
@@ -201,6 +204,8 @@ class ImageDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.train_set is None:
+            if stage == "fit" and self.find_source() is not None:
+                self.check_source(self.find_source())
             images, labels = self._load("train")
             if not 0 <= self.hparams.val_size < len(labels):
                 raise ConfigError(

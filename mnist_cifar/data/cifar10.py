@@ -12,6 +12,7 @@ from mnist_cifar.data.sources import (
     CIFAR_BATCHES_DIR,
     Split,
     find_cifar_batches,
+    check_image_folder,
     find_image_folder,
     read_cifar_batches,
     read_image_folder,
@@ -46,6 +47,10 @@ class CIFAR10DataModule(ImageDataModule):
             return "batches", batches
         folder = find_image_folder(self.data_dir)
         return None if folder is None else ("folder", folder)
+
+    def check_source(self, source: Any) -> None:
+        if source[0] == "folder":
+            check_image_folder(source[1], self.classes)
 
     def download_source(self) -> None:
         CIFAR10(root=str(self.data_dir), train=True, download=True)

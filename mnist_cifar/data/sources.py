@@ -156,14 +156,46 @@ def read_image_folder(
     files = _list_class_files(root / split, classes)
     cache_file = cache_dir / f"imagefolder-{split}-{_source_key(files)}.pt"
     if cache_file.is_file():
-        try:
-            cached = torch.load(cache_file, weights_only=True)
-            return cached["images"], cached["labels"]
-        except Exception:
-            pass  # a broken cache is rebuilt below, never trusted
+        cached = _read_cache(cache_file, len(files), image_shape)
+        if cached is not None:
+            return cached
     images, labels = _decode_files(files, image_shape)
-    _save_atomically({"images": images, "labels": labels}, cache_file)
+    _save_atomically({"images": images, "labels": labels, "sha256": _tensor_digest(images, labels)}, cache_file)
     return images, labels
+
+
+def check_image_folder(root: Path, classes: Sequence[str]) -> None:
+    """Both splits hold one folder per class: checked before training, not found only at the after-fit test."""
+    for split in ("train", "test"):
+        if not (root / split).is_dir():
+            raise DataCorruptError(f"The image folder {root} has no {split}/ folder. Add it, or point "
+                                   f"--data.data_dir at a complete copy.")
+        _list_class_files(root / split, classes)
+
+
+def _tensor_digest(images: Tensor, labels: Tensor) -> str:
+    digest = hashlib.sha256()
+    for tensor in (images, labels):
+        digest.update(f"{tensor.dtype} {tuple(tensor.shape)}:".encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _read_cache(cache_file: Path, count: int, image_shape: tuple[int, int, int]) -> Split | None:
+    """The cached split if it is whole: the SHA-256 of its pixels and labels, written with it, still matches;
+    else None (the cache is rebuilt from the image files, and a warning says so)."""
+    try:
+        cached = torch.load(cache_file, weights_only=True)
+        images, labels = cached["images"], cached["labels"]
+        whole = (images.dtype == torch.uint8 and tuple(images.shape) == (count, *image_shape)
+                 and len(labels) == count and cached.get("sha256") == _tensor_digest(images, labels))
+    except Exception:  # noqa: BLE001 (unreadable in any way: rebuilt, never trusted)
+        whole = False
+    if whole:
+        return images, labels
+    warnings.warn(f"The decoded-image cache {cache_file} is damaged or from an older version (its content does not "
+                  f"match the checksum stored with it): decoding the image files again and rewriting it.", stacklevel=3)
+    return None
 
 
 def _save_atomically(obj: object, path: Path) -> None:

@@ -42,6 +42,18 @@ class ConvGroup(nn.Sequential):
 
 
 class AirbenchNet(nn.Module):
+    """airbench94's network: frozen whitening conv, three conv-pool-BN-GELU groups, global max-pool, scaled linear head.
+
+    Args:
+        input_shape: one image's (channels, height, width), linked from the data set by main.py.
+        num_classes: the number of logits, linked from the data set.
+        widths: the channels of the three groups.
+        whitening_kernel: the size of the frozen whitening convolution, computed from the first training batch.
+        output_scale: the factor on the logits (airbench's 1/9).
+        whitening_eps: added to the patch covariance's eigenvalues before whitening.
+        bias_lr_scale: BatchNorm biases train at this times the learning rate, with 1/this the weight decay.
+    """
+
     def __init__(
         self,
         input_shape: tuple[int, int, int] = (3, 32, 32),

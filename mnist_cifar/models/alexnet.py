@@ -13,6 +13,15 @@ from mnist_cifar.models._layers import flat_features
 
 
 class SmallAlexNet(nn.Module):
+    """d2l's AlexNet scaled to 28-32 pixels: five 3x3 convs (96-384 channels), three max-pools, two dropout FC layers.
+
+    Args:
+        input_shape: one image's (channels, height, width), linked from the data set by main.py.
+        num_classes: the number of logits, linked from the data set.
+        hidden: units in each of the two FC layers (AlexNet's 4,096 at ImageNet size).
+        dropout: the dropout probability of the FC layers.
+    """
+
     def __init__(
         self,
         input_shape: tuple[int, int, int] = (3, 32, 32),

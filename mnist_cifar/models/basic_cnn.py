@@ -12,6 +12,15 @@ from mnist_cifar.models._layers import flat_features
 
 
 class BasicCNN(nn.Module):
+    """The notes' CNN_basic: one conv layer (padding keeps the size), ReLU, 2x2 max-pool, a linear classifier.
+
+    Args:
+        input_shape: one image's (channels, height, width), linked from the data set by main.py.
+        num_classes: the number of logits, linked from the data set.
+        channels: the convolution's output channels.
+        kernel_size: its square kernel size (odd; padded to keep the image size).
+    """
+
     def __init__(
         self,
         input_shape: tuple[int, int, int] = (1, 28, 28),

@@ -12,6 +12,13 @@ from mnist_cifar.models._layers import flat_features
 
 
 class CifarLeNet(nn.Module):
+    """The notes' ReLU LeNet for CIFAR-10: 3x3 convs of 16 and 32 channels, then 224 and 96 hidden units.
+
+    Args:
+        input_shape: one image's (channels, height, width), linked from the data set by main.py.
+        num_classes: the number of logits, linked from the data set.
+    """
+
     def __init__(self, input_shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10) -> None:
         super().__init__()
         self.features = nn.Sequential(

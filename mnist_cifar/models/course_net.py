@@ -14,6 +14,15 @@ from mnist_cifar.models._layers import Activation, flat_features, make_activatio
 
 
 class CourseNet(nn.Module):
+    """The course's CIFAR-10 net: three 5x5 conv (pad 2) + max-pool stages of 32, 32, 64 channels, FC 64.
+
+    Args:
+        input_shape: one image's (channels, height, width), linked from the data set by main.py.
+        num_classes: the number of logits, linked from the data set.
+        activation: added after every conv and the hidden linear layer (relu, sigmoid, tanh, gelu); null is the course's
+            original, with max-pooling as its only non-linearity.
+    """
+
     def __init__(
         self,
         input_shape: tuple[int, int, int] = (3, 32, 32),

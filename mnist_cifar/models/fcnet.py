@@ -15,6 +15,16 @@ from mnist_cifar.models._layers import Activation, make_activation
 
 
 class FCNet(nn.Module):
+    """A fully connected network (MLP) on the flattened image: any hidden widths, activation and dropout.
+
+    Args:
+        input_shape: one image's (channels, height, width), linked from the data set by main.py.
+        num_classes: the number of logits, linked from the data set.
+        hidden: the widths of the hidden layers; [] is multinomial logistic regression, [8, 8] the notes' FC2Layer.
+        activation: after every hidden layer (relu, sigmoid, tanh, gelu).
+        dropout: the probability of dropping a hidden unit, after every hidden activation (0 = no dropout).
+    """
+
     def __init__(
         self,
         input_shape: tuple[int, int, int] = (1, 28, 28),

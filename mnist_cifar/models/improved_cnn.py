@@ -13,6 +13,16 @@ from mnist_cifar.models._layers import conv_bn_relu, pool_if_room
 
 
 class ImprovedCNN(nn.Module):
+    """The notes' improved CNN: stages of two 3x3 conv-BN-ReLU layers, max-pool and dropout, then global average
+    pooling.
+
+    Args:
+        input_shape: one image's (channels, height, width), linked from the data set by main.py.
+        num_classes: the number of logits, linked from the data set.
+        channels: the channels of each stage (one stage per entry; each halves the image).
+        dropout: the dropout probability after every stage.
+    """
+
     def __init__(
         self,
         input_shape: tuple[int, int, int] = (3, 32, 32),

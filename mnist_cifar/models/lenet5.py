@@ -15,6 +15,16 @@ from mnist_cifar.models._layers import Activation, flat_features, make_activatio
 
 
 class LeNet5(nn.Module):
+    """LeNet-5 (6/16-channel 5x5 convs, 120/84 hidden units): the notes' classic sigmoid/average-pool form or the
+    ReLU/max-pool one.
+
+    Args:
+        input_shape: one image's (channels, height, width), linked from the data set by main.py.
+        num_classes: the number of logits, linked from the data set.
+        activation: after every conv and hidden layer (sigmoid is the classic, relu the modern variant; tanh, gelu).
+        pooling: avg (classic) or max.
+    """
+
     def __init__(
         self,
         input_shape: tuple[int, int, int] = (1, 28, 28),

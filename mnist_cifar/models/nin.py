@@ -19,6 +19,15 @@ def nin_block(in_channels: int, out_channels: int, kernel_size: int) -> nn.Seque
 
 
 class NiN(nn.Module):
+    """Network in Network: conv blocks each followed by two 1x1 convs, the last giving one channel per class, then
+    global average pooling.
+
+    Args:
+        input_shape: one image's (channels, height, width), linked from the data set by main.py.
+        num_classes: the number of logits, linked from the data set.
+        dropout: the dropout probability before the last block.
+    """
+
     def __init__(self, input_shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10, dropout: float = 0.5) -> None:
         super().__init__()
         self.network = nn.Sequential(

@@ -48,6 +48,15 @@ def blocks_and_widths(depth: int) -> tuple[list[int], list[int]]:
 
 
 class CifarResNet(nn.Module):
+    """A residual network for small images: ResNet-18/34 (64-512 channels) or the thin ResNet-20/32/44/56/110.
+
+    Args:
+        input_shape: one image's (channels, height, width), linked from the data set by main.py.
+        num_classes: the number of logits, linked from the data set.
+        depth: 18 or 34 for the four-stage basic-block nets, or 6n + 2 (20, 32, 44, 56, 110) for He et al.'s CIFAR
+            family.
+    """
+
     def __init__(self, input_shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10, depth: int = 18) -> None:
         super().__init__()
         blocks, widths = blocks_and_widths(depth)

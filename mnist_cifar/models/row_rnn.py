@@ -15,6 +15,19 @@ CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.
 
 
 class RowRNN(nn.Module):
+    """A recurrent classifier reading an image row by row (or pixel by pixel), classifying the last hidden state.
+
+    Args:
+        input_shape: one image's (channels, height, width), linked from the data set by main.py.
+        num_classes: the number of logits, linked from the data set.
+        cell: rnn, lstm or gru.
+        hidden_size: units per layer and direction.
+        num_layers: stacked recurrent layers.
+        bidirectional: also read the rows bottom-up (the final states of both directions are classified).
+        pixelwise: one pixel per time step (784 steps on MNIST, sequential MNIST) instead of one row.
+        dropout: between stacked layers (needs num_layers > 1).
+    """
+
     def __init__(
         self,
         input_shape: tuple[int, int, int] = (1, 28, 28),

@@ -13,6 +13,14 @@ from mnist_cifar.models._layers import flat_features
 
 
 class SmallCNN(nn.Module):
+    """The notes' CNN(n_feature): conv5x5-ReLU-pool twice with n_feature channels, FC 50, then the classes.
+
+    Args:
+        input_shape: one image's (channels, height, width), linked from the data set by main.py.
+        num_classes: the number of logits, linked from the data set.
+        n_feature: channels of both convolutions (6 gives 6,422 parameters on MNIST, the FC2Layer's size).
+    """
+
     def __init__(self, input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10, n_feature: int = 6) -> None:
         super().__init__()
         self.features = nn.Sequential(

@@ -55,6 +55,17 @@ def _load(name: str, weights: str | None) -> nn.Module:
 
 
 class TorchvisionNet(nn.Module):
+    """Any torchvision.models classifier by name, with its last linear layer replaced for the data set's classes.
+
+    Args:
+        input_shape: one image's (channels, height, width), linked from the data set by main.py.
+        num_classes: the number of logits, linked from the data set.
+        name: a torchvision classification model, e.g. resnet18, mobilenet_v3_small, efficientnet_b0.
+        weights: torchvision's pretrained weights by name (IMAGENET1K_V1, DEFAULT) or null to train from scratch; never
+            read from a checkpoint, whose own weights replace them.
+        resize: upsample images to this size first (e.g. 224 for ImageNet weights); null keeps them as they are.
+    """
+
     def __init__(
         self,
         input_shape: tuple[int, int, int] = (3, 32, 32),

@@ -12,6 +12,13 @@ from mnist_cifar.models._layers import flat_features
 
 
 class TutorialNet(nn.Module):
+    """The 6/16-channel Net of PyTorch's CIFAR-10 tutorial: LeNet-5's layout with ReLU, max pooling and no padding.
+
+    Args:
+        input_shape: one image's (channels, height, width), linked from the data set by main.py.
+        num_classes: the number of logits, linked from the data set.
+    """
+
     def __init__(self, input_shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10) -> None:
         super().__init__()
         self.features = nn.Sequential(

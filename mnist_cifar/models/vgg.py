@@ -23,6 +23,14 @@ STAGES: dict[int, list[int | str]] = {
 
 
 class VGGNet(nn.Module):
+    """VGG with BatchNorm after every conv and one 512 -> classes head, for small images.
+
+    Args:
+        input_shape: one image's (channels, height, width), linked from the data set by main.py.
+        num_classes: the number of logits, linked from the data set.
+        depth: 11, 13, 16 or 19 (the paper's A, B, D, E conv stacks).
+    """
+
     def __init__(
         self, input_shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10, depth: Literal[11, 13, 16, 19] = 16
     ) -> None:
