@@ -11,8 +11,11 @@ loading wrong weights. Loads stay `weights_only`.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -93,13 +96,20 @@ def atomic_save(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a process killed while saving
         stale.unlink(missing_ok=True)
+    buffer = io.BytesIO()  # serialized first, so a full disk is an OSError of our own write, of a known size
+    torch.save(checkpoint, buffer)
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(handle, "wb") as file:
-            torch.save(checkpoint, file)
+            file.write(buffer.getbuffer())
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, target)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        if error.errno in NO_ROOM:
+            raise no_room_error(target, buffer.getbuffer().nbytes, error) from None
+        raise
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
@@ -108,6 +118,23 @@ def atomic_save(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
         os.fsync(folder)
     finally:
         os.close(folder)
+
+
+NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def no_room_error(target: Path, size: int, error: OSError) -> CheckpointError:
+    """One paragraph for a save that did not fit: where, how much, what is kept, what to do."""
+    free = shutil.disk_usage(target.parent).free
+    why = ("a file-size limit stops the write (ulimit -f)" if error.errno == errno.EFBIG
+           else "the disk quota is used up" if error.errno == errno.EDQUOT else "the disk is full")
+    return CheckpointError(
+        f"Could not save the checkpoint {target.name} in {target.parent.resolve()}: {why} ({error.strerror}). It needs "
+        f"{size / 1e6:.1f} MB and {free / 1e6:.1f} MB are free there. Nothing was lost: saves are atomic, so every "
+        f"checkpoint already in that folder (last.ckpt among them) is whole. Free "
+        f"space there (or raise the limit), or write the run elsewhere with --trainer.logger.init_args.save_dir, then "
+        f"continue with --ckpt_path last."
+    )
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

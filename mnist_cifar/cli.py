@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import threading
 import warnings
 from argparse import ArgumentError
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from mnist_cifar.checkpoint_io import NO_ROOM
 from mnist_cifar.checkpoints import check_checkpoint, find_last, run_folder_of, with_checkpoint_config
 from mnist_cifar.classifier import ImageClassifier
 from mnist_cifar.data import ImageDataModule
@@ -288,9 +290,21 @@ def build(args: Sequence[str], default_config: Path | None = None) -> Experiment
                          save_config_kwargs={"overwrite": True}, args=list(args), run=False)
 
 
+def _quiet_full_disk_in_threads(hook_args: threading.ExceptHookArgs) -> None:
+    """A full disk also fails TensorBoard's event-writer thread: one line for it, not a second traceback beside
+    the checkpoint's message."""
+    error = hook_args.exc_value
+    if isinstance(error, OSError) and error.errno in NO_ROOM:
+        print(f"warning: a background writer ({hook_args.thread.name if hook_args.thread else 'thread'}) stopped: "
+              f"{error.strerror} ({error.filename or 'a log file'}).", file=sys.stderr)
+        return
+    threading.__excepthook__(hook_args)
+
+
 def run(args: Sequence[str] | None = None, default_config: Path | None = None) -> ExperimentCLI:
     """Run one LightningCLI command; a `UserFacingError` is printed as one paragraph and exits with status 2."""
     defaults = _defaults(default_config)
+    threading.excepthook = _quiet_full_disk_in_threads
     try:
         return ExperimentCLI(
             ImageClassifier,

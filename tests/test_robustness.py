@@ -218,3 +218,31 @@ def test_resuming_last_without_a_last_checkpoint_is_named(tmp_path: Path, capsys
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "--ckpt_path last found no checkpoint" in err and "lenet_mnist" in err and "Traceback" not in err
+
+
+def test_a_full_disk_during_a_save_is_one_paragraph_and_keeps_the_last_checkpoint(mnist_dir: Path,
+                                                                                   tmp_path: Path) -> None:
+    """A file-size limit (RLIMIT_FSIZE, with SIGXFSZ ignored) makes the next checkpoint write fail as a full disk
+    does: exit non-zero, one paragraph naming the folder and the size, the previous last.ckpt byte for byte."""
+    import resource
+    import signal as signals
+
+    base = [sys.executable, str(ROOT / "main.py"), "fit", "--config", str(ROOT / "configs" / "mlp_mnist.yaml"),
+            "--data.data_dir", str(mnist_dir), *TINY, "--test_after_fit", "false"]
+    subprocess.run([*base, "--trainer.max_epochs", "1"], cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    last = tmp_path / "lightning_logs" / "mlp_mnist" / "version_0" / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    limit = len(before) // 2
+
+    def small_files() -> None:
+        signals.signal(signals.SIGXFSZ, signals.SIG_IGN)  # else the kernel kills the writer instead of failing it
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = subprocess.run([*base, "--trainer.max_epochs", "2", "--ckpt_path", "last"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300, preexec_fn=small_files)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "inline_container" not in result.stderr
+    message = next(line for line in result.stderr.splitlines() if line.startswith("error:"))
+    assert str(last.parent) in message and "MB" in message and "--ckpt_path last" in message
+    assert last.read_bytes() == before
+    assert not [p for p in last.parent.iterdir() if p.name.endswith(".tmp")]
