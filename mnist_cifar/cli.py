@@ -12,6 +12,7 @@ import importlib
 import json
 import sys
 import threading
+import time
 import warnings
 from argparse import ArgumentError
 from collections.abc import Sequence
@@ -24,12 +25,14 @@ from lightning.pytorch.accelerators import Accelerator, CPUAccelerator
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_only
 
 from mnist_cifar.checkpoint_io import NO_ROOM
 from mnist_cifar.checkpoints import check_checkpoint, find_last, run_folder_of, with_checkpoint_config
 from mnist_cifar.classifier import ImageClassifier
 from mnist_cifar.data import ImageDataModule
 from mnist_cifar.errors import ConfigError, UserFacingError
+from mnist_cifar.experiments.logs import add_process_seconds
 from mnist_cifar.provenance import provenance
 from mnist_cifar.resume import LatestCheckpoint, NonFiniteLoss, RunStopped
 
@@ -190,6 +193,8 @@ class ExperimentCLI(LightningCLI):
         for callback in self.trainer.callbacks:
             if isinstance(callback, RunConfigSaver):
                 callback.resuming_from = self.config.fit.get("ckpt_path")
+        if self.trainer.loggers and rank_zero_only.rank == 0:  # from the environment: ranks are not set up yet
+            PROCESS_TIME["folder"] = Path(self.trainer.log_dir)
 
     def after_fit(self) -> None:
         trainer = self.trainer
@@ -301,10 +306,27 @@ def _quiet_full_disk_in_threads(hook_args: threading.ExceptHookArgs) -> None:
     threading.__excepthook__(hook_args)
 
 
-def run(args: Sequence[str] | None = None, default_config: Path | None = None) -> ExperimentCLI:
-    """Run one LightningCLI command; a `UserFacingError` is printed as one paragraph and exits with status 2."""
+PROCESS_TIME: dict[str, Path] = {}  # the run folder of this process's `fit`, once known (rank zero only)
+
+
+def run(args: Sequence[str] | None = None, default_config: Path | None = None,
+        started: float | None = None) -> ExperimentCLI:
+    """Run one LightningCLI command; a `UserFacingError` is printed as one paragraph and exits with status 2.
+
+    `started` (`time.monotonic()` when the process started, as main.py takes it): a `fit` adds the process's wall
+    time to its run folder's `process.json` as it exits, however it exits."""
     defaults = _defaults(default_config)
     threading.excepthook = _quiet_full_disk_in_threads
+    PROCESS_TIME.clear()
+    try:
+        return _run(args, defaults)
+    finally:
+        folder = PROCESS_TIME.pop("folder", None)
+        if started is not None and folder is not None and folder.is_dir():
+            add_process_seconds(folder, time.monotonic() - started)
+
+
+def _run(args: Sequence[str] | None, defaults: dict) -> ExperimentCLI:
     try:
         return ExperimentCLI(
             ImageClassifier,

@@ -138,7 +138,7 @@ def test_a_failed_run_fails_the_sweep_by_name(tmp_path: Path, mnist_dir: Path, c
 def test_ctrl_c_stops_the_whole_sweep(tiny_experiment: str, mnist_dir: Path, tmp_path: Path) -> None:
     runner_process = subprocess.Popen(
         [sys.executable, "-m", "mnist_cifar.experiments", "run", tiny_experiment, "--seeds", "3", "--root",
-         str(tmp_path / "logs"), "--data_dir", str(mnist_dir), "--trainer.max_epochs=1000"],
+         str(tmp_path / "logs"), "--data_dir", str(mnist_dir), "--trainer.max_epochs=1000", "--model.scheduler=null"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     first = runner_process.stdout.readline()
     assert first.startswith("start relu seed 42 (pid ")
@@ -159,7 +159,8 @@ def test_ctrl_c_stops_the_whole_sweep(tiny_experiment: str, mnist_dir: Path, tmp
     epoch = torch.load(last, weights_only=True)["epoch"]
     again = subprocess.run(
         [sys.executable, "-m", "mnist_cifar.experiments", "run", tiny_experiment, "--seeds", "1", "--only", "relu",
-         "--root", str(tmp_path / "logs"), "--data_dir", str(mnist_dir), f"--trainer.max_epochs={epoch + 2}"],
+         "--root", str(tmp_path / "logs"), "--data_dir", str(mnist_dir), f"--trainer.max_epochs={epoch + 2}",
+         "--model.scheduler=null"],  # a schedule that does not depend on max_epochs: the resume may add epochs
         capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.startswith("resume relu seed 42") and "relu seed 42: ran" in again.stdout
@@ -206,3 +207,46 @@ def test_an_unknown_only_variant_is_refused_by_name(tiny_experiment: str, capsys
         experiments_main(["run", tiny_experiment, "--only", "relu", "rleu"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "rleu" in err and "relu, sigmoid" in err
+
+
+def test_a_killed_runner_takes_its_run_along_and_a_second_runner_keeps_off(tiny_experiment: str, mnist_dir: Path,
+                                                                           tmp_path: Path) -> None:
+    """kill -9 of the runner stops its run (which saves last.ckpt); while a run is alive another runner skips it and
+    says so; `run` again resumes it, and its process.json holds both processes' wall times."""
+    command = [sys.executable, "-m", "mnist_cifar.experiments", "run", tiny_experiment, "--seeds", "1", "--only",
+               "relu", "--root", str(tmp_path / "logs"), "--data_dir", str(mnist_dir), "--model.scheduler=null"]
+    runner_process = subprocess.Popen([*command, "--trainer.max_epochs=1000"], stdout=subprocess.PIPE, text=True,
+                                      cwd=ROOT)
+    first = runner_process.stdout.readline()
+    child = int(first.split("(pid ")[1].split(")")[0])
+    run_dir = tmp_path / "logs" / "experiments" / "tiny" / "relu" / "seed42"
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoints" / "last.ckpt").is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    started = time.monotonic()
+
+    second = subprocess.run([*command, "--trainer.max_epochs=1000"], capture_output=True, text=True, cwd=ROOT,
+                            timeout=120)
+    assert second.returncode == 0 and "skip relu seed 42: another process is running it" in second.stdout
+    os.kill(child, 0)  # the first run was left alone
+
+    runner_process.kill()  # SIGKILL: the runner cannot pass anything on
+    runner_process.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the run outlived its killed runner")
+    first_attempt = json.loads((run_dir / "process.json").read_text())["process_seconds"]
+    assert first_attempt > time.monotonic() - started  # it recorded its own time, though its runner was gone
+    epoch = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
+
+    again = subprocess.run([*command, f"--trainer.max_epochs={epoch + 2}"], capture_output=True, text=True, cwd=ROOT,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.startswith("resume relu seed 42") and "relu seed 42: ran" in again.stdout
+    assert json.loads((run_dir / "process.json").read_text())["process_seconds"] > first_attempt + 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -24,10 +25,19 @@ def is_complete(run_dir: Path) -> bool:
     return run_dir.is_dir() and "test/acc" in read_scalars(run_dir)
 
 
-PROCESS_FILE = "process.json"  # written by the runner: the run's processes' wall time, start to exit
+PROCESS_FILE = "process.json"  # the run's `fit` processes' wall time, start to exit, written by each process itself
 
 
 def process_seconds(run_dir: Path) -> float:
     """The whole-process wall time the runner recorded for a run (summed over resumes); NaN when there is none."""
     path = run_dir / PROCESS_FILE
     return float(json.loads(path.read_text())["process_seconds"]) if path.is_file() else float("nan")
+
+
+def add_process_seconds(folder: Path, seconds: float) -> None:
+    """Add one `python main.py fit` process's wall time (start-up, data reading, training, the after-fit test, as
+    `time` measures it) to the run's `process.json`; a resumed run adds up its processes. Each process writes its
+    own figure as it exits, however it exits (a signal, an error), so a runner that dies loses no time."""
+    earlier = process_seconds(folder)  # NaN before the run's first process ended
+    total = seconds if math.isnan(earlier) else earlier + seconds
+    (folder / PROCESS_FILE).write_text(json.dumps({"process_seconds": total}))

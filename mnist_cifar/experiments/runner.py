@@ -10,8 +10,9 @@ those killed before their first checkpoint.
 
 from __future__ import annotations
 
-import json
-import math
+import ctypes
+import ctypes.util
+import fcntl
 import os
 import shutil
 import signal
@@ -19,11 +20,12 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_cifar.experiments.definition import REPO, Experiment, Variant
-from mnist_cifar.experiments.logs import PROCESS_FILE, is_complete, process_seconds
+from mnist_cifar.experiments.logs import is_complete
 
 FIRST_SEED = 42
 MAIN = REPO / "main.py"
@@ -48,7 +50,7 @@ class Run:
 
     @property
     def failed(self) -> bool:
-        return self.outcome not in ("ran", "done before")
+        return self.outcome not in ("ran", "done before", LOCKED)
 
 
 def seeds(count: int) -> list[int]:
@@ -103,23 +105,30 @@ def run_experiment(experiment: Experiment, seed_count: int, root: Path, extra: l
             pending.append(run)
     slots = list(range(jobs))
     running: dict[subprocess.Popen, tuple[Run, int]] = {}
-    started: dict[subprocess.Popen, float] = {}
+    locks: dict[subprocess.Popen, int] = {}
     previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         while pending or running:
             while pending and slots:
                 run, slot = pending.popleft(), slots.pop(0)
-                process = _start(run, slot, jobs, gpus, thread_args(extra, jobs))
-                running[process], started[process] = (run, slot), time.monotonic()
+                lock = lock_run(run.folder)
+                if lock is None:
+                    run.outcome = LOCKED
+                    print(f"skip {run.variant} seed {run.seed}: another process is running it ({lock_path(run.folder)} "
+                          f"is locked); run again once it has ended", flush=True)
+                    slots.append(slot)
+                    continue
+                process = _start(run, slot, jobs, gpus, thread_args(extra, jobs), lock)
+                running[process], locks[process] = (run, slot), lock
             time.sleep(0.2)
             for process in [p for p in running if p.poll() is not None]:
                 run, slot = running.pop(process)
-                add_process_seconds(run.folder, time.monotonic() - started.pop(process))
+                os.close(locks.pop(process))
                 run.outcome = _outcome(run, process.returncode)
                 print(f"end {run.variant} seed {run.seed}: {run.outcome}", flush=True)
                 slots.append(slot)
     except SweepInterrupted:
-        _stop(running, started)
+        _stop(running)
         raise
     finally:
         for number, handler in previous.items():
@@ -127,19 +136,52 @@ def run_experiment(experiment: Experiment, seed_count: int, root: Path, extra: l
     return runs
 
 
-def add_process_seconds(folder: Path, seconds: float) -> None:
-    """Add one process's wall time, start to exit (as `time python main.py fit ...` measures it: start-up, data
-    reading, training, the after-fit test), to the run's `process.json`; a resumed run adds up its attempts."""
-    earlier = process_seconds(folder)  # NaN before the run's first process ended
-    total = seconds if math.isnan(earlier) else earlier + seconds
-    (folder / PROCESS_FILE).write_text(json.dumps({"process_seconds": total}))
-
-
 def _raise_interrupt(signal_number: int, frame: object) -> None:
     raise SweepInterrupted(signal_number)
 
 
-def _start(run: Run, slot: int, jobs: int, gpus: list[str] | None, threads: list[str]) -> subprocess.Popen:
+LOCKED = "skipped (another process is running it)"
+
+
+def lock_path(folder: Path) -> Path:
+    """Beside the run folder, not in it: a run that restarts afresh deletes its folder."""
+    return folder.parent / f".{folder.name}.lock"
+
+
+def lock_run(folder: Path) -> int | None:
+    """An exclusive `flock` on the run's lock file, or None when another process holds it.
+
+    The descriptor is handed to the run's `fit` process, so the lock lasts as long as either of them: a runner
+    killed with -9 leaves its run locked until the run has stopped too, and a second runner never starts a second
+    process on the same folder (two would delete each other's temporary checkpoint files)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    handle = os.open(lock_path(folder), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(handle)
+        return None
+    return handle
+
+
+def _die_with_the_runner(runner: int) -> Callable[[], None]:
+    """In the child, before `exec`: SIGTERM when the runner dies (Linux's parent-death signal), so a runner killed
+    with -9 leaves no run behind; the run saves last.ckpt on SIGTERM and the next `run` resumes it."""
+    def arrange() -> None:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):  # not Linux: the run outlives a killed runner
+            return
+        if os.getppid() != runner:  # the runner died before the signal was armed
+            os.kill(os.getpid(), signal.SIGTERM)
+    return arrange
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _start(run: Run, slot: int, jobs: int, gpus: list[str] | None, threads: list[str], lock: int) -> subprocess.Popen:
     resume = (run.folder / "checkpoints" / "last.ckpt").is_file()
     if not resume:
         shutil.rmtree(run.folder, ignore_errors=True)  # a run killed before its first checkpoint starts afresh
@@ -151,7 +193,8 @@ def _start(run: Run, slot: int, jobs: int, gpus: list[str] | None, threads: list
     where = "" if output is None else f" (output: {run.folder / 'output.log'})"
     resume_args = ["--ckpt_path=last"] if resume else []  # the run's own folder: its logger version is fixed
     process = subprocess.Popen([sys.executable, str(MAIN), *run.args, *threads, *resume_args], env=env,
-                               stdout=output, stderr=subprocess.STDOUT if output else None)
+                               stdout=output, stderr=subprocess.STDOUT if output else None, pass_fds=(lock,),
+                               preexec_fn=_die_with_the_runner(os.getpid()))
     how = "resume" if resume else "start"
     print(f"{how} {run.variant} seed {run.seed} (pid {process.pid}){where}", flush=True)
     return process
@@ -163,7 +206,7 @@ def _outcome(run: Run, returncode: int) -> str:
     return "ran" if is_complete(run.folder) else "incomplete (no test/acc in its logs)"
 
 
-def _stop(running: dict[subprocess.Popen, tuple[Run, int]], started: dict[subprocess.Popen, float]) -> None:
+def _stop(running: dict[subprocess.Popen, tuple[Run, int]]) -> None:
     """Pass SIGINT on to the runs in flight, give them time to stop, then kill what is left."""
     for process in running:
         if process.poll() is None:
@@ -175,5 +218,4 @@ def _stop(running: dict[subprocess.Popen, tuple[Run, int]], started: dict[subpro
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        add_process_seconds(run.folder, time.monotonic() - started[process])
         run.outcome = "interrupted"
