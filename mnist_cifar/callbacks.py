@@ -207,7 +207,8 @@ class ConfusionMatrix(L.Callback):
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not isinstance(outputs, Tensor) or tensorboard_logger(trainer) is None:
+        # The figure is TensorBoard's, the per-class accuracies go to every logger (fast_dev_run logs nothing).
+        if not isinstance(outputs, Tensor) or not trainer.loggers or getattr(trainer, "fast_dev_run", 0):
             return
         if self.matrix is None:
             self.matrix = MulticlassConfusionMatrix(num_classes=outputs.shape[1]).to(outputs.device)

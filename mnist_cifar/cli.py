@@ -34,6 +34,7 @@ from mnist_cifar.data import ImageDataModule
 from mnist_cifar.errors import ConfigError, UserFacingError
 from mnist_cifar.experiments.logs import add_process_seconds
 from mnist_cifar.provenance import provenance
+from mnist_cifar.run_record import RunRecord
 from mnist_cifar.resume import LatestCheckpoint, NonFiniteLoss, RunStopped
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -148,19 +149,24 @@ class ExperimentCLI(LightningCLI):
     @staticmethod
     def _resume_in_its_run(config: Namespace, ckpt_path: str) -> str:
         """`fit --ckpt_path` continues the run that saved the checkpoint, in its own folder (one set of curves,
-        one HParams row, the best-checkpoint tracking kept); `last` is that run's `last.ckpt`."""
+        one HParams row, the best-checkpoint tracking kept); `last` is that run's `last.ckpt`. With a list of
+        loggers the first names the run folder, and each of them continues in it."""
         logger = config.trainer.get("logger")
-        init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
-        if init_args is None or "save_dir" not in init_args:
+        loggers = logger if isinstance(logger, list) else [logger]
+        folders = [lg.init_args for lg in loggers
+                   if isinstance(lg, Namespace) and lg.get("init_args") is not None and "save_dir" in lg.init_args]
+        if not folders:
             return ckpt_path
+        first = folders[0]
         if ckpt_path == "last":
-            ckpt_path = str(find_last(Path(init_args.save_dir), init_args.get("name") or "", init_args.get("version")))
+            ckpt_path = str(find_last(Path(first.save_dir), first.get("name") or "", first.get("version")))
             config.ckpt_path = ckpt_path
         run = run_folder_of(ckpt_path)
         if run is not None:
-            if Path(init_args.save_dir).expanduser().resolve() != run[0]:  # keep the spelling the run was saved with:
-                init_args.save_dir = str(run[0])  # ModelCheckpoint compares folders as text when it restores
-            init_args.name, init_args.version = run[1], run[2]
+            for init_args in folders:
+                if Path(init_args.save_dir).expanduser().resolve() != run[0]:  # keep the spelling the run was saved
+                    init_args.save_dir = str(run[0])  # with: ModelCheckpoint compares folders as text on restore
+                init_args.name, init_args.version = run[1], run[2]
         return ckpt_path
 
     def _parse_ckpt_path(self) -> None:
@@ -182,6 +188,8 @@ class ExperimentCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
+        if self.trainer.loggers:  # after the user's loggers: the first one still names the run folder
+            self.trainer.loggers = [*self.trainer.loggers, RunRecord(self.trainer.loggers[0])]
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_precision(str(config.trainer.precision), self.trainer.accelerator)
 
@@ -193,7 +201,7 @@ class ExperimentCLI(LightningCLI):
         for callback in self.trainer.callbacks:
             if isinstance(callback, RunConfigSaver):
                 callback.resuming_from = self.config.fit.get("ckpt_path")
-        if self.trainer.loggers and rank_zero_only.rank == 0:  # from the environment: ranks are not set up yet
+        if self.trainer.log_dir and rank_zero_only.rank == 0:  # from the environment: ranks are not set up yet
             PROCESS_TIME["folder"] = Path(self.trainer.log_dir)
 
     def after_fit(self) -> None:

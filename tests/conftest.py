@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pickle
 import struct
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +94,26 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MNIST_CIFAR_DATA", raising=False)
     monkeypatch.setenv("MNIST_CIFAR_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("sys.argv", ["main.py"])
+
+
+# Written in the checkout by Python and pytest themselves, not by the tests.
+TOOL_LITTER = ("__pycache__", ".pytest_cache", ".egg-info")
+
+
+def repository_files() -> set[str]:
+    """Every file git sees in the checkout, the ignored ones (lightning_logs/, data/) included, with its state."""
+    result = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    return {line for line in result.stdout.splitlines() if not any(part in line for part in TOOL_LITTER)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_stays_untouched() -> Iterator[None]:
+    """The tests write only into temporary folders: the checkout is the same after the suite as before it."""
+    if not (ROOT / ".git").exists():
+        yield
+        return
+    before = repository_files()
+    yield
+    added = repository_files() - before
+    assert not added, f"the test suite wrote into the repository: {sorted(added)[:10]}"

@@ -12,8 +12,8 @@ from pathlib import Path
 from conftest import ROOT, write_mnist
 
 
-def run_script(name: str, *args: str) -> None:
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], check=True, cwd=ROOT,
+def run_script(name: str, *args: str, cwd: Path) -> None:
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], check=True, cwd=cwd,
                    capture_output=True, timeout=600)
 
 
@@ -21,7 +21,7 @@ def test_trainer_overhead_writes_one_row_per_setting(tmp_path: Path) -> None:
     write_mnist(tmp_path / "data", n_train=5600, n_test=100)
     out = tmp_path / "overhead.csv"
     run_script("trainer_overhead.py", "--data_dir", str(tmp_path / "data"), "--batch_sizes", "64", "--threads", "1",
-               "--csv", str(out))
+               "--csv", str(out), cwd=tmp_path)
     rows = list(csv.DictReader(out.open()))
     assert [r["setting"] for r in rows] == ["bare loop, batch 64", "Trainer (DataLoader), batch 64",
                                             "Trainer (on_device), batch 64"]
@@ -32,7 +32,7 @@ def test_trainer_overhead_writes_one_row_per_setting(tmp_path: Path) -> None:
 def test_lenet_speed_compares_against_the_notes_loop(tmp_path: Path) -> None:
     write_mnist(tmp_path / "data", n_train=5600, n_test=100)
     out = tmp_path / "speed.csv"
-    run_script("mnist_lenet_speed.py", "--data_dir", str(tmp_path / "data"), "--csv", str(out))
+    run_script("mnist_lenet_speed.py", "--data_dir", str(tmp_path / "data"), "--csv", str(out), cwd=tmp_path)
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 5 and "baseline" in rows[0]["setting"] and rows[0]["vs_baseline"] == "1.0"
     assert all(int(r["images_per_s"]) > 0 for r in rows)

@@ -1,4 +1,4 @@
-"""Read a run's folder back: its TensorBoard scalars, whether it finished, and the process's wall time."""
+"""Read a run's folder back: its metrics, whether it finished, and the process's wall time."""
 
 from __future__ import annotations
 
@@ -8,9 +8,15 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mnist_cifar.run_record import read_record
+
 
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar tag of a run folder as (step, value) pairs, merged over all its event files."""
+    """Every metric of a run folder as (step, value) pairs: from its logger-neutral `metrics.jsonl` (whatever
+    logger the run used), or, for runs made before that record existed, from its TensorBoard event files."""
+    record = read_record(run_dir)
+    if record is not None:
+        return record
     scalars: dict[str, list[tuple[int, float]]] = {}
     for events in sorted(run_dir.glob("events.out.tfevents.*")):
         accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
