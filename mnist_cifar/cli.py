@@ -35,7 +35,7 @@ from mnist_cifar.errors import ConfigError, UserFacingError
 from mnist_cifar.experiments.logs import add_process_seconds
 from mnist_cifar.provenance import provenance
 from mnist_cifar.run_record import RunRecord
-from mnist_cifar.resume import LatestCheckpoint, NonFiniteLoss, RunStopped
+from mnist_cifar.resume import LatestCheckpoint, NonFiniteLoss, RunStopped, StopOnSignal, die_with_the_launcher
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 CPU_UNSUPPORTED_PRECISIONS = {"16", "16-mixed", "16-true"}
@@ -206,6 +206,9 @@ class ExperimentCLI(LightningCLI):
 
     def after_fit(self) -> None:
         trainer = self.trainer
+        for callback in trainer.callbacks:
+            if isinstance(callback, StopOnSignal):
+                callback.after_stop(trainer)  # a signal in the last validation: stop here, not test
         if not self.config.fit.test_after_fit or trainer.fast_dev_run or trainer.interrupted:
             return
         callback = trainer.checkpoint_callback
@@ -325,6 +328,7 @@ def run(args: Sequence[str] | None = None, default_config: Path | None = None,
     time to its run folder's `process.json` as it exits, however it exits."""
     defaults = _defaults(default_config)
     threading.excepthook = _quiet_full_disk_in_threads
+    die_with_the_launcher()
     PROCESS_TIME.clear()
     try:
         return _run(args, defaults)

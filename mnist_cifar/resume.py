@@ -112,8 +112,10 @@ class StopOnSignal(L.Callback):
     """On SIGTERM or the first Ctrl-C: finish the current step, save `last.ckpt`, stop with `RunStopped`.
 
     A second Ctrl-C interrupts at once. Under DDP the ranks agree on stopping at the same step (one small
-    all-reduce per step). Signals are watched from the start of training to its end only: during the
-    after-fit test they act as Python's defaults do.
+    all-reduce per step). A signal during validation stops at the end of that epoch, after its checkpoints, and
+    the after-fit test is skipped. Signals are watched from the start of training to its end only: before it and
+    during the after-fit test (no training state to lose) they act as Python's defaults do, killing the process
+    at once (exit status 143 / 130), and the other ranks of a DDP run die with it (`die_with_the_launcher`).
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -121,9 +123,10 @@ class StopOnSignal(L.Callback):
     def __init__(self) -> None:
         self.received: int | None = None
         self.previous: dict[int, Any] = {}
+        self.stopped_at_epoch_end = False
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.received = None
+        self.received, self.stopped_at_epoch_end = None, False
         try:
             self.previous = {number: signal.signal(number, self._note) for number in self.SIGNALS}
         except ValueError:  # not the main thread (a notebook's background thread): leave the handlers alone
@@ -134,17 +137,39 @@ class StopOnSignal(L.Callback):
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
         self.received = signal_number
 
+    def _agreed(self, trainer: L.Trainer) -> bool:
+        received = self.received is not None
+        if trainer.world_size > 1:  # every rank reaches this hook: they agree to stop at the same point
+            received = trainer.strategy.reduce_boolean_decision(received, all=False)
+        return received
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        received = self.received is not None
-        if trainer.world_size > 1:
-            received = trainer.strategy.reduce_boolean_decision(received, all=False)
-        if not received:
+        if not self._agreed(trainer):
             return
-        latest = next((c for c in trainer.callbacks if isinstance(c, LatestCheckpoint)), None)
-        path = latest.last_path(trainer) if latest else last_checkpoint_path(trainer)
+        path = self.last_path(trainer)
         trainer.save_checkpoint(path)
         raise RunStopped(self.received or signal.SIGTERM, str(Path(path)), trainer.current_epoch, trainer.global_step)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A signal during validation: the epoch ends as usual (its checkpoints, last.ckpt among them, are written
+        after this hook) and training stops there; `after_stop` then raises `RunStopped` instead of testing."""
+        if trainer.sanity_checking or trainer.state.fn != "fit" or not self._agreed(trainer):
+            return
+        self.stopped_at_epoch_end = True
+        trainer.should_stop = True
+
+    def after_stop(self, trainer: L.Trainer) -> None:
+        """Called by the CLI after `fit`: raise `RunStopped` if a signal ended training at an epoch end."""
+        if self.stopped_at_epoch_end:
+            self.stopped_at_epoch_end = False
+            raise RunStopped(self.received or signal.SIGTERM, self.last_path(trainer), trainer.current_epoch,
+                             trainer.global_step)
+
+    @staticmethod
+    def last_path(trainer: L.Trainer) -> str:
+        latest = next((c for c in trainer.callbacks if isinstance(c, LatestCheckpoint)), None)
+        return latest.last_path(trainer) if latest else last_checkpoint_path(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
@@ -176,3 +201,27 @@ class StopOnNonFiniteLoss(L.Callback):
             f"(--model.optimizer.init_args.lr), or clip gradients (--trainer.gradient_clip_val 1.0), then start "
             f"again or resume from the last good checkpoint (--ckpt_path last)."
         )
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_the_launcher() -> None:
+    """In a DDP rank that Lightning (or torchrun) started: SIGKILL when the process that started it dies.
+
+    Rank 0 saves the checkpoints, so a rank whose launcher is gone has nothing left to do, and it may be blocked
+    inside a collective where no Python signal handler can run: without this, SIGTERM to the launcher before
+    training left rank 1 orphaned and blocked for good. Linux only (prctl); elsewhere nothing changes."""
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        return
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        parent = os.getppid()
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the launcher died before the signal was armed
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -76,3 +77,16 @@ def test_lightnings_top_level_optimizer_keys_are_refused_with_the_key_to_use(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert names in err and "arguments of the model" in err
+
+
+@pytest.mark.parametrize("config, override, read", [
+    ("resnet20_cifar", "--model.optimizer.init_args.momentum=0.9", lambda group: group["momentum"]),
+    ("lenet_mnist", "--model.optimizer.init_args.betas=[0.9, 0.999]", lambda group: group["betas"][0]),
+], ids=["sgd-momentum", "adam-beta1"])
+def test_the_typed_momentum_is_where_one_cycle_starts(config: str, override: str, read: Callable) -> None:
+    """torch's cycle_momentum replaced the optimizer's momentum with its own 0.95; here it is the cycle's top."""
+    built = build(["--config", str(ROOT / "configs" / f"{config}.yaml"), "--trainer.logger", "false", override],
+                  default_config=DEFAULT_CONFIG)
+    built.model.trainer = SimpleNamespace(estimated_stepping_batches=1000, max_epochs=10)
+    setup = built.model.configure_optimizers()
+    assert read(setup["optimizer"].param_groups[0]) == pytest.approx(0.9)
