@@ -92,6 +92,14 @@ def config_from_checkpoint(path: str, user_named: Iterable[str] = (), without_ne
     return config
 
 
+def refuse_untrusted_checkpoint(path: str) -> None:
+    """For `ImageClassifier.load_from_checkpoint` from Python: the same rule as the CLI's, before Lightning rebuilds
+    the network from the file's `class_path` (which imports it)."""
+    checkpoint = load_checkpoint(path)
+    model = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
+    refuse_untrusted_names({"model": model}, path, set())
+
+
 def trusted_prefixes() -> tuple[str, ...]:
     extra = [m.strip() for m in os.environ.get(TRUST_ENV, "").split(",") if m.strip()]
     return (*TRUSTED_PACKAGES, *extra)

@@ -24,7 +24,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from mnist_cifar.checkpoint_io import state_dict_mismatch, verify
-from mnist_cifar.checkpoints import confine_callback_paths
+from mnist_cifar.checkpoints import confine_callback_paths, refuse_untrusted_checkpoint
 from mnist_cifar.data import augment
 from mnist_cifar.errors import CheckpointError, ConfigError
 
@@ -105,6 +105,15 @@ class ImageClassifier(L.LightningModule):
         self._step_logged = -1
         self._compiled: Any = None  # not a submodule: checkpoints keep the plain `net.*` names
         self._restored_schedule_lengths: list[int | None] = []  # from a checkpoint being resumed
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> ImageClassifier:  # type: ignore[override]
+        """Lightning's, after checking that the file's config names only trusted classes (see
+        `mnist_cifar.checkpoints.config_from_checkpoint`) unless the network is given: Lightning would import the
+        saved `class_path` to rebuild it."""
+        if "net" not in kwargs:
+            refuse_untrusted_checkpoint(str(checkpoint_path))
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def configure_model(self) -> None:
         """`channels_last` and `torch.compile`, applied once the model is on its device. Neither changes the

@@ -204,6 +204,7 @@ class StopOnNonFiniteLoss(L.Callback):
 
 
 PR_SET_PDEATHSIG = 1
+LAUNCHER_ENV = "MNIST_CIFAR_LAUNCHER_PID"
 
 
 def die_with_the_launcher() -> None:
@@ -213,15 +214,16 @@ def die_with_the_launcher() -> None:
     inside a collective where no Python signal handler can run: without this, SIGTERM to the launcher before
     training left rank 1 orphaned and blocked for good. Linux only (prctl); elsewhere nothing changes."""
     if os.environ.get("LOCAL_RANK", "0") == "0":
+        os.environ[LAUNCHER_ENV] = str(os.getpid())  # the ranks this process launches inherit it
         return
+    launcher = int(os.environ.get(LAUNCHER_ENV, 0)) or os.getppid()  # torchrun's ranks: their agent
     try:
         import ctypes
         import ctypes.util
 
         libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        parent = os.getppid()
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         return
-    if os.getppid() != parent:  # the launcher died before the signal was armed
+    if os.getppid() != launcher:  # the launcher died before the signal was armed (this rank was still starting)
         os.kill(os.getpid(), signal.SIGKILL)

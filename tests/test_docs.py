@@ -29,3 +29,12 @@ def test_every_result_row_is_a_mean_over_at_least_three_seeds(document: str) -> 
     """One seed on one machine is an anecdote: another CPU gives another trajectory."""
     few = [match.group(0) for match in result_rows(ROOT / document) if int(match.group(1)) < 3]
     assert not few, f"{document} reports rows over fewer than three seeds:\n" + "\n".join(few)
+
+
+def test_the_readme_recipe_table_is_the_configs_own() -> None:
+    """The recipe table is generated from the shipped configs (`python -m mnist_cifar.recipes`), never typed."""
+    from mnist_cifar.recipes import table
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("<!-- recipes: python -m mnist_cifar.recipes -->\n") + len("<!-- recipes: python -m mnist_cifar.recipes -->\n")
+    assert readme[start:readme.index("\n<!-- end recipes -->")] == table()

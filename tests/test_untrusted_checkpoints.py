@@ -159,3 +159,16 @@ def test_paths_and_download_in_a_checkpoint_are_not_used(tmp_path: Path, monkeyp
     predicted = cli("predict", "--ckpt_path", str(crafted))
     assert len(predicted.datamodule.predict_set) == 20  # the test set of the user's data, not the file's images
     assert not foreign.exists()
+
+
+def test_load_from_checkpoint_in_python_refuses_a_foreign_class_before_importing_it(fitted: Path,
+                                                                                     tmp_path: Path) -> None:
+    from mnist_cifar.classifier import ImageClassifier
+    from mnist_cifar.errors import CheckpointError
+
+    crafted = craft(fitted, tmp_path / "foreign.ckpt", _set_net("this.Anything"))
+    sys.modules.pop("this", None)
+    with pytest.raises(CheckpointError, match="cannot choose what is imported"):
+        ImageClassifier.load_from_checkpoint(crafted)
+    assert "this" not in sys.modules
+    assert isinstance(ImageClassifier.load_from_checkpoint(fitted), ImageClassifier)  # its own checkpoint loads
