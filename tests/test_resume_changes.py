@@ -93,3 +93,29 @@ def test_a_schedule_that_does_not_depend_on_the_length_resumes_with_more_epochs(
     assert resumed.trainer.current_epoch == 2
     record = yaml.safe_load((Path(resumed.trainer.log_dir) / "resume_1.yaml").read_text())
     assert record["changed"] == {"trainer.max_epochs": {"was": 1, "now": 2}}
+
+
+@pytest.mark.parametrize("old_world, new_world", [(2, 1), (1, 3), (2, 3)])
+def test_a_resume_on_another_number_of_ranks_continues_at_the_same_image(old_world: int, new_world: int) -> None:
+    """The epoch position is counted in images over all ranks: what the old ranks took plus what the new ranks take
+    covers every image, and the new ranks repeat none the old ones took (beyond the padding that evens them out)."""
+    from mnist_cifar.data.sampling import ShardSampler
+
+    images, batch, steps = 150, 10, 3
+    dataset = list(range(images))
+
+    def ranks(world: int, skip: int = 0) -> list[list[int]]:
+        samplers = [ShardSampler(dataset, shuffle=True, seed=7, num_replicas=world, rank=r, batch_size=batch)
+                    for r in range(world)]
+        for sampler in samplers:
+            sampler.set_epoch(2)
+            sampler.skip_images = skip
+        return [list(sampler) for sampler in samplers]
+
+    taken = [i for order in ranks(old_world) for i in order[: steps * batch]]
+    rest = ranks(new_world, skip=len(taken))
+    assert len({len(order) for order in rest}) == 1  # every new rank takes as many steps
+    remaining = [i for order in rest for i in order]
+    assert set(taken) | set(remaining) == set(dataset)
+    repeated = len(remaining) - len(set(remaining) - set(taken))
+    assert repeated < new_world  # only the padding of the last, uneven images
