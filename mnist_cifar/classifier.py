@@ -53,6 +53,20 @@ def _built_class(factory: Any) -> type | None:
     return None
 
 
+def refuse_torch_one_cycle(scheduler_class: type | str | None) -> None:
+    """torch's `OneCycleLR` ignores the optimizer's lr (it sets every group from its own `max_lr`): refused for
+    training, so that no lr in a config is silently without effect; `mnist_cifar.schedules.OneCycleLR` peaks at the
+    lr. (Checkpoints trained with it still test and predict: the schedule plays no part there.)"""
+    torch_one_cycle = torch.optim.lr_scheduler.OneCycleLR
+    if scheduler_class is torch_one_cycle or scheduler_class == f"{torch_one_cycle.__module__}.OneCycleLR":
+        raise ConfigError(
+            "model.scheduler is torch.optim.lr_scheduler.OneCycleLR, which sets every group's learning rate from "
+            "its own max_lr and ignores the optimizer's lr (model.optimizer.init_args.lr would do nothing). Use "
+            "--model.scheduler mnist_cifar.schedules.OneCycleLR: the same schedule, peaking at the optimizer's lr; "
+            "set the peak with --model.optimizer.init_args.lr."
+        )
+
+
 class ImageClassifier(L.LightningModule):
     """Train, validate and test an image classifier; logs `{train,val,test}/{loss,acc}` per epoch.
 
@@ -97,7 +111,6 @@ class ImageClassifier(L.LightningModule):
         self.net = net
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self._refuse_torch_one_cycle()
         self._sums: dict[str, tuple[Tensor, int]] = {}  # per stage: (summed loss, correct predictions), images
         if input_shape is not None:
             self.example_input_array = torch.zeros(1, *input_shape)
@@ -247,6 +260,7 @@ class ImageClassifier(L.LightningModule):
                 group["weight_decay"] *= decay_scale
         if self.scheduler is None:
             return optimizer
+        refuse_torch_one_cycle(_built_class(self.scheduler))
         length = self._open_schedule_length()
         self._refuse_a_resized_schedule(length)
         scheduler = self.scheduler(optimizer, **length)
@@ -261,17 +275,6 @@ class ImageClassifier(L.LightningModule):
         all parameters in one group."""
         groups = getattr(self.net, "parameter_groups", None)
         return groups() if callable(groups) else self.parameters()
-
-    def _refuse_torch_one_cycle(self) -> None:
-        """torch's `OneCycleLR` ignores the optimizer's lr (it sets every group from its own `max_lr`): refused, so
-        that no lr in a config is silently without effect; `mnist_cifar.schedules.OneCycleLR` peaks at the lr."""
-        if _built_class(self.scheduler) is torch.optim.lr_scheduler.OneCycleLR:
-            raise ConfigError(
-                "model.scheduler is torch.optim.lr_scheduler.OneCycleLR, which sets every group's learning rate from "
-                "its own max_lr and ignores the optimizer's lr (model.optimizer.init_args.lr would do nothing). Use "
-                "--model.scheduler mnist_cifar.schedules.OneCycleLR: the same schedule, peaking at the optimizer's lr; "
-                "set the peak with --model.optimizer.init_args.lr."
-            )
 
     def _refuse_a_resized_schedule(self, length: dict[str, int]) -> None:
         """A resume whose schedule would have another length than the run's is refused before any step.

@@ -29,7 +29,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from mnist_cifar.checkpoint_io import NO_ROOM
 from mnist_cifar.checkpoints import check_checkpoint, find_last, run_folder_of, with_checkpoint_config
-from mnist_cifar.classifier import ImageClassifier
+from mnist_cifar.classifier import ImageClassifier, refuse_torch_one_cycle
 from mnist_cifar.data import ImageDataModule
 from mnist_cifar.errors import ConfigError, UserFacingError
 from mnist_cifar.experiments.logs import add_process_seconds
@@ -177,6 +177,9 @@ class ExperimentCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_values(config)
+        if self.subcommand == "fit":  # before any data is read (configure_optimizers checks it again)
+            scheduler = config.model.get("scheduler")
+            refuse_torch_one_cycle(scheduler.get("class_path") if isinstance(scheduler, Namespace) else None)
         drop_progress_bar_if_disabled(config)
         if self.subcommand != "fit":  # restoring a fit's ModelCheckpoint state into an evaluation run, whose log
             # folder is new by design, makes Lightning warn that best-checkpoint tracking is not reloaded: it is

@@ -90,3 +90,23 @@ def test_the_typed_momentum_is_where_one_cycle_starts(config: str, override: str
     built.model.trainer = SimpleNamespace(estimated_stepping_batches=1000, max_epochs=10)
     setup = built.model.configure_optimizers()
     assert read(setup["optimizer"].param_groups[0]) == pytest.approx(0.9)
+
+
+def test_a_checkpoint_trained_with_torchs_one_cycle_still_tests(mnist_dir: Path, tmp_path: Path) -> None:
+    """Checkpoints from before `mnist_cifar.schedules.OneCycleLR` name torch's class: evaluating them needs no schedule."""
+    import torch
+
+    from mnist_cifar.checkpoint_io import HASH_KEY, content_hash
+
+    fitted = run(["fit", "--config", str(ROOT / "configs" / "lenet_mnist.yaml"), "--data.data_dir", str(mnist_dir),
+                  "--data.val_size", "50", "--trainer.max_epochs", "1", "--test_after_fit", "false",
+                  "--trainer.enable_progress_bar", "false"], default_config=DEFAULT_CONFIG)
+    best = Path(fitted.trainer.checkpoint_callback.best_model_path)
+    checkpoint = torch.load(best, weights_only=True)
+    checkpoint["hyper_parameters"]["scheduler"] = {"class_path": "torch.optim.lr_scheduler.OneCycleLR",
+                                                   "init_args": {"max_lr": 0.01}}
+    checkpoint[HASH_KEY] = content_hash(checkpoint)
+    old = best.parent / "old_style.ckpt"
+    torch.save(checkpoint, old)
+    tested = run(["test", "--ckpt_path", str(old), "--data.data_dir", str(mnist_dir)], default_config=DEFAULT_CONFIG)
+    assert 0 <= tested.trainer.callback_metrics["test/acc"].item() <= 1
