@@ -70,7 +70,7 @@ def config_from_checkpoint(path: str, user_named: Iterable[str] = (), without_ne
     """
     checkpoint = load_checkpoint(path)
     config: dict = {}
-    model = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
+    model = _model_config(checkpoint)
     named_net = model.get("net", {}).get("class_path") if isinstance(model.get("net"), dict) else None
     if without_net and named_net not in user_named:  # the user names another network: the file's is not read
         model.pop("net", None)
@@ -95,9 +95,12 @@ def config_from_checkpoint(path: str, user_named: Iterable[str] = (), without_ne
 def refuse_untrusted_checkpoint(path: str) -> None:
     """For `ImageClassifier.load_from_checkpoint` from Python: the same rule as the CLI's, before Lightning rebuilds
     the network from the file's `class_path` (which imports it)."""
-    checkpoint = load_checkpoint(path)
-    model = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
-    refuse_untrusted_names({"model": model}, path, set())
+    refuse_untrusted_names({"model": _model_config(load_checkpoint(path))}, path, set())
+
+
+def _model_config(checkpoint: dict) -> dict:
+    """The classifier's saved hyperparameters, without LightningCLI's bookkeeping (`_instantiator`, `_class_path`)."""
+    return {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
 
 
 def trusted_prefixes() -> tuple[str, ...]:

@@ -285,7 +285,7 @@ class ImageClassifier(L.LightningModule):
         restored = self._restored_schedule_lengths
         if not length or not restored or restored[0] is None or restored[0] == length["total_steps"]:
             return
-        name = _built_class(self.scheduler).__name__ if _built_class(self.scheduler) else "the schedule"
+        name = getattr(_built_class(self.scheduler), "__name__", "the schedule")
         unit = "steps" if self.hparams.scheduler_interval == "step" else "epochs"
         raise ConfigError(
             f"--ckpt_path {self._checkpoint_name()}: this run's learning-rate schedule ({name}) was sized for "

@@ -30,6 +30,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
+from mnist_cifar.parent_death import die_with_parent
+
 LAST = "last"
 
 
@@ -203,7 +205,6 @@ class StopOnNonFiniteLoss(L.Callback):
         )
 
 
-PR_SET_PDEATHSIG = 1
 LAUNCHER_ENV = "MNIST_CIFAR_LAUNCHER_PID"
 
 
@@ -217,13 +218,4 @@ def die_with_the_launcher() -> None:
         os.environ[LAUNCHER_ENV] = str(os.getpid())  # the ranks this process launches inherit it
         return
     launcher = int(os.environ.get(LAUNCHER_ENV, 0)) or os.getppid()  # torchrun's ranks: their agent
-    try:
-        import ctypes
-        import ctypes.util
-
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != launcher:  # the launcher died before the signal was armed (this rank was still starting)
-        os.kill(os.getpid(), signal.SIGKILL)
+    die_with_parent(signal.SIGKILL, launcher)  # (this rank may still have been starting when the launcher died)

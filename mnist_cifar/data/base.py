@@ -204,8 +204,9 @@ class ImageDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.train_set is None:
-            if stage == "fit" and self.find_source() is not None:
-                self.check_source(self.find_source())
+            source = self.find_source() if stage == "fit" else None
+            if source is not None:
+                self.check_source(source)
             images, labels = self._load("train")
             if not 0 <= self.hparams.val_size < len(labels):
                 raise ConfigError(
@@ -284,8 +285,8 @@ class ImageDataModule(L.LightningDataModule):
         if aligned != done and self.trainer is not None:
             progress = self.trainer.fit_loop.epoch_loop.batch_progress
             for counter in (progress.current, progress.total):
-                counter.ready, counter.started = counter.ready + aligned - done, counter.started + aligned - done
-                counter.processed, counter.completed = counter.processed + aligned - done, counter.completed + aligned - done
+                for stage in ("ready", "started", "processed", "completed"):
+                    setattr(counter, stage, getattr(counter, stage) + aligned - done)
         self._position_offset = (self.trainer.current_epoch if self.trainer is not None else 0, aligned, images)
 
     def train_dataloader(self) -> DataLoader:

@@ -10,8 +10,6 @@ those killed before their first checkpoint.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import fcntl
 import os
 import shutil
@@ -26,6 +24,7 @@ from pathlib import Path
 
 from mnist_cifar.experiments.definition import REPO, Experiment, Variant
 from mnist_cifar.experiments.logs import is_complete
+from mnist_cifar.parent_death import die_with_parent
 
 FIRST_SEED = 42
 MAIN = REPO / "main.py"
@@ -165,20 +164,9 @@ def lock_run(folder: Path) -> int | None:
 
 
 def _die_with_the_runner(runner: int) -> Callable[[], None]:
-    """In the child, before `exec`: SIGTERM when the runner dies (Linux's parent-death signal), so a runner killed
-    with -9 leaves no run behind; the run saves last.ckpt on SIGTERM and the next `run` resumes it."""
-    def arrange() -> None:
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        except (OSError, AttributeError):  # not Linux: the run outlives a killed runner
-            return
-        if os.getppid() != runner:  # the runner died before the signal was armed
-            os.kill(os.getpid(), signal.SIGTERM)
-    return arrange
-
-
-PR_SET_PDEATHSIG = 1
+    """In the child, before `exec`: SIGTERM when the runner dies, so a runner killed with -9 leaves no run behind;
+    the run saves last.ckpt on SIGTERM and the next `run` resumes it (Linux; elsewhere the run outlives it)."""
+    return lambda: die_with_parent(signal.SIGTERM, runner)
 
 
 def _start(run: Run, slot: int, jobs: int, gpus: list[str] | None, threads: list[str], lock: int) -> subprocess.Popen:
