@@ -1,7 +1,8 @@
 """TensorBoard beyond the loss curves: hyperparameters with results, augmented samples, and what the test got wrong.
 
-Each callback writes to the run's `TensorBoardLogger` only and does nothing when there is none (no logger,
-another logger, `fast_dev_run`). Under DDP every rank collects (metrics sync across ranks, the mistakes are
+The HParams row is TensorBoard's; the figures go to every logger that takes them (`TensorBoardLogger`, and
+`mnist_cifar.loggers.MLFlowLogger` as PNG artifacts), and nothing is drawn when there is none (no logger, CSV
+only, `fast_dev_run`). Under DDP every rank collects (metrics sync across ranks, the mistakes are
 gathered), and rank zero alone draws and writes. Figures are drawn with matplotlib's Agg canvas directly, so
 importing this module never changes the pyplot backend of a notebook.
 
@@ -23,15 +24,33 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from mnist_cifar.loggers import MLFlowLogger
+
 # What the HParams row shows, and the scalar tag it reads each from.
 RESULT_METRICS = {"val/acc_best": "hp/val_acc_best", "test/acc": "hp/test_acc"}
+
+
+def image_loggers(trainer: L.Trainer) -> list[Logger]:
+    """The run's loggers that take figures (TensorBoard's, and MLflow's as PNG artifacts), on every rank."""
+    return [logger for logger in trainer.loggers if isinstance(logger, (TensorBoardLogger, MLFlowLogger))]
+
+
+def write_image(trainer: L.Trainer, tag: str, image: np.ndarray, step: int) -> None:
+    """An RGB `(H, W, 3)` figure to every logger that takes figures, from rank zero."""
+    if not trainer.is_global_zero:
+        return
+    for logger in image_loggers(trainer):
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(tag, image, step, dataformats="HWC")
+        else:
+            logger.log_image(tag, image, step)
 
 
 def tensorboard_logger(trainer: L.Trainer) -> TensorBoardLogger | None:
@@ -176,18 +195,17 @@ class AugmentedSamples(L.Callback):
         if self.done:
             return
         self.done = True
-        if tensorboard(trainer) is not None:
+        if image_loggers(trainer) and trainer.is_global_zero:
             self.kept = (batch[0][: self.count].detach().clone(), batch[1][: self.count].clone(), trainer.global_step)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writer = tensorboard(trainer)
-        if writer is None or self.kept is None:
+        if self.kept is None:
             return
         images, labels, step = self.kept
         self.kept = None
         names = class_names(trainer, int(labels.max()) + 1)
         grid = image_grid(displayable(images, *normalization(trainer)), [names[int(y)] for y in labels])
-        writer.add_image("samples/train_augmented", grid, step, dataformats="HWC")
+        write_image(trainer, "samples/train_augmented", grid, step)
 
 
 class ConfusionMatrix(L.Callback):
@@ -207,7 +225,7 @@ class ConfusionMatrix(L.Callback):
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
-        # The figure is TensorBoard's, the per-class accuracies go to every logger (fast_dev_run logs nothing).
+        # The figure goes where figures go, the per-class accuracies to every logger (fast_dev_run logs nothing).
         if not isinstance(outputs, Tensor) or not trainer.loggers or getattr(trainer, "fast_dev_run", 0):
             return
         if self.matrix is None:
@@ -225,12 +243,10 @@ class ConfusionMatrix(L.Callback):
         pl_module.log_dict(supported, sync_dist=True)  # identical on every rank: the mean changes nothing
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writer = tensorboard(trainer)
-        if writer is None or self.counts is None:
+        if not image_loggers(trainer) or not trainer.is_global_zero or self.counts is None:
             return
         names = class_names(trainer, len(self.counts))
-        writer.add_image("test/confusion_matrix", confusion_figure(self.counts, names), trainer.global_step,
-                         dataformats="HWC")
+        write_image(trainer, "test/confusion_matrix", confusion_figure(self.counts, names), trainer.global_step)
 
 
 def confusion_figure(counts: Tensor, names: Sequence[str]) -> np.ndarray:
@@ -274,7 +290,7 @@ class ConfidentMistakes(L.Callback):
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not isinstance(outputs, Tensor) or tensorboard_logger(trainer) is None:
+        if not isinstance(outputs, Tensor) or not image_loggers(trainer):
             return
         self.num_classes = outputs.shape[1]
         confidence, predicted = outputs.float().softmax(1).max(1)
@@ -293,7 +309,7 @@ class ConfidentMistakes(L.Callback):
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Under DDP, gather every rank's top `count` (padded to that size, so shapes agree) and keep the top."""
-        if trainer.world_size == 1 or tensorboard_logger(trainer) is None:
+        if trainer.world_size == 1 or not image_loggers(trainer):
             return
         if self.images is None:  # this rank tested nothing; the others still wait for its part
             self.images = torch.empty(0, *getattr(trainer.datamodule, "input_shape", (1, 1, 1)))
@@ -312,8 +328,7 @@ class ConfidentMistakes(L.Callback):
         self.keep_top(images[real], confidence[real], true[real], predicted[real])
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writer = tensorboard(trainer)
-        if writer is None or self.images is None or len(self.images) == 0:
+        if not image_loggers(trainer) or not trainer.is_global_zero or self.images is None or len(self.images) == 0:
             return
         images = displayable(self.images, *normalization(trainer))
         permutation = getattr(trainer.datamodule, "permutation", None)
@@ -322,8 +337,7 @@ class ConfidentMistakes(L.Callback):
         names = class_names(trainer, self.num_classes)
         titles = [f"true {names[int(t)]}\npred {names[int(p)]} {c:.0%}" for t, p, c in
                   zip(self.true, self.predicted, self.confidence.tolist())]
-        writer.add_image("test/confident_mistakes", image_grid(images, titles, columns=4), trainer.global_step,
-                         dataformats="HWC")
+        write_image(trainer, "test/confident_mistakes", image_grid(images, titles, columns=4), trainer.global_step)
 
 
 class LearningRateLogger(LearningRateMonitor):

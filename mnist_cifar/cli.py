@@ -33,6 +33,7 @@ from mnist_cifar.classifier import ImageClassifier, refuse_torch_one_cycle
 from mnist_cifar.data import ImageDataModule
 from mnist_cifar.errors import ConfigError, UserFacingError
 from mnist_cifar.experiments.logs import add_process_seconds
+from mnist_cifar.loggers import run_dir
 from mnist_cifar.provenance import provenance
 from mnist_cifar.run_record import RunRecord
 from mnist_cifar.resume import LatestCheckpoint, NonFiniteLoss, RunStopped, StopOnSignal, die_with_the_launcher
@@ -59,12 +60,16 @@ class RunConfigSaver(SaveConfigCallback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not trainer.loggers or self.already_saved:
             return
-        self._run_dir = Path(trainer.log_dir or ".")  # log_dir broadcasts: every rank must ask, and only here
+        self._run_dir = Path(run_dir(trainer))  # log_dir broadcasts: every rank must ask, and only here
         original = self._run_dir / self.config_filename
         resuming = stage == "fit" and self.resuming_from is not None
         resuming = trainer.strategy.broadcast(resuming and trainer.is_global_zero and original.is_file())
-        if not resuming:
-            super().setup(trainer, pl_module, stage)
+        if not resuming:  # as Lightning's setup, in the run's folder (Lightning's `trainer.log_dir` is MLflow's root)
+            if trainer.is_global_zero:
+                self._run_dir.mkdir(parents=True, exist_ok=True)
+                self.parser.save(self.config, str(original), skip_none=False, overwrite=True, multifile=self.multifile)
+                self.save_config(trainer, pl_module, stage)
+            self.already_saved = trainer.strategy.broadcast(True)
             return
         if trainer.is_global_zero:
             now = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
@@ -177,6 +182,7 @@ class ExperimentCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_values(config)
+        check_loggers(config)
         if self.subcommand == "fit":  # before any data is read (configure_optimizers checks it again)
             scheduler = config.model.get("scheduler")
             refuse_torch_one_cycle(scheduler.get("class_path") if isinstance(scheduler, Namespace) else None)
@@ -204,8 +210,9 @@ class ExperimentCLI(LightningCLI):
         for callback in self.trainer.callbacks:
             if isinstance(callback, RunConfigSaver):
                 callback.resuming_from = self.config.fit.get("ckpt_path")
-        if self.trainer.log_dir and rank_zero_only.rank == 0:  # from the environment: ranks are not set up yet
-            PROCESS_TIME["folder"] = Path(self.trainer.log_dir)
+        folder = run_dir(self.trainer)
+        if folder and rank_zero_only.rank == 0:  # from the environment: ranks are not set up yet
+            PROCESS_TIME["folder"] = Path(folder)
 
     def after_fit(self) -> None:
         trainer = self.trainer
@@ -243,6 +250,28 @@ def refuse_top_level_optimizer(argv: Sequence[str]) -> None:
                     f"Use {nested} instead, e.g. --model.optimizer torch.optim.SGD --model.optimizer.init_args.lr 0.1, "
                     f"or --model.scheduler torch.optim.lr_scheduler.StepLR --model.scheduler.init_args.step_size 5."
                 )
+
+
+LIGHTNING_MLFLOW = {"lightning.pytorch.loggers.MLFlowLogger", "lightning.pytorch.loggers.mlflow.MLFlowLogger"}
+FIGURE_LOGGERS = {"lightning.pytorch.loggers.TensorBoardLogger", "mnist_cifar.loggers.MLFlowLogger"}
+
+
+def check_loggers(config: Namespace) -> None:
+    """Refuse Lightning's own MLFlowLogger, and say in one line when no logger of the run takes figures."""
+    logger = config.trainer.get("logger")
+    loggers = logger if isinstance(logger, list) else [logger]
+    names = [lg.get("class_path") for lg in loggers if isinstance(lg, Namespace)]
+    if LIGHTNING_MLFLOW & set(names):
+        raise ConfigError(
+            "--trainer.logger lightning.pytorch.loggers.MLFlowLogger has no run folder here (its log_dir is the "
+            "store's root, so every run's config.yaml would land in one place and --ckpt_path last could not find "
+            "the run). Use --trainer.logger mnist_cifar.loggers.MLFlowLogger: the same MLflow tracking, with "
+            "save_dir/name/version run folders like TensorBoard's (tracking_uri, tags, log_model and prefix as "
+            "Lightning's).")
+    if names and not FIGURE_LOGGERS & set(names) and rank_zero_only.rank == 0:
+        print(f"{', '.join(n.rsplit('.', 1)[-1] for n in names)} takes no figures: the sample grid, confusion matrix "
+              f"and confident mistakes are drawn for TensorBoardLogger or mnist_cifar.loggers.MLFlowLogger only "
+              f"(the scalars, per-class accuracies included, are all logged).", file=sys.stderr)
 
 
 def check_values(config: Namespace) -> None:

@@ -1,4 +1,6 @@
-"""Lightning's CSVLogger, made to continue a resumed run's `metrics.csv` instead of deleting it.
+"""Loggers beside TensorBoard: CSV and MLflow, each with a run folder of its own, and `run_dir`, the run's folder.
+
+`CSVLogger` is Lightning's, made to continue a resumed run's `metrics.csv` instead of deleting it.
 
 Lightning 2.6.6's CSV writer removes `metrics.csv` whenever its folder is not empty ("Previous log files in this
 directory will be deleted"), so `fit --ckpt_path last` in the run's own folder kept only the epochs after the
@@ -9,10 +11,23 @@ Lightning's writer does within one process).
 from __future__ import annotations
 
 import csv
+import json
+import os
+from argparse import Namespace
+from pathlib import Path
+from typing import Any, Literal
 
+import numpy as np
 from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
+from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
+from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.mlflow import _MLFLOW_AVAILABLE
+from lightning.pytorch.utilities import rank_zero_only
+
+from mnist_cifar.errors import ConfigError
 
 
 class _ContinuingWriter(ExperimentWriter):
@@ -33,3 +48,126 @@ class CSVLogger(LightningCSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _ContinuingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+def run_dir(trainer: Trainer) -> str:
+    """The run's folder: the first logger's `log_dir`, else the Trainer's `default_root_dir`.
+
+    Lightning 2.6.6's `trainer.log_dir` gives any logger other than TensorBoard's or CSV's its `save_dir`: for
+    MLflow the store's root, shared by every run. A collective under DDP, like `trainer.log_dir`: ask on every rank.
+    """
+    first = trainer.loggers[0] if trainer.loggers else None
+    folder = getattr(first, "log_dir", None) if first is not None else None
+    return trainer.strategy.broadcast(str(folder or trainer.default_root_dir))
+
+
+def next_version(folder: Path) -> int:
+    """The first free `version_N` in `folder`, as TensorBoardLogger counts."""
+    taken = [int(p.name.removeprefix("version_")) for p in folder.glob("version_*")
+             if p.name.removeprefix("version_").isdigit()] if folder.is_dir() else []
+    return max(taken, default=-1) + 1
+
+
+RUN_ID_FILE = "mlflow_run.json"  # {tracking URI: run id}: the MLflow run that a resume of this folder continues
+
+
+class MLFlowLogger(LightningMLFlowLogger):
+    """MLflow tracking with the run folder every other logger here has: `<save_dir>/<name>/<version>/` holds the
+    run's `config.yaml`, `checkpoints/`, `metrics.jsonl` and `provenance.json`, so `--ckpt_path last`, `test
+    --ckpt_path` and the experiment runner work as with TensorBoard. The MLflow run is experiment `name`, run name
+    `version`; a resume of the folder continues the same MLflow run (its id is kept in the folder's
+    `mlflow_run.json`). Metrics, the hyperparameters and the figures (sample grid, confusion matrix, confident
+    mistakes, as PNG artifacts) go to MLflow.
+
+    Args:
+        save_dir: The folder that holds the run folders (and, by default, the MLflow store).
+        name: The experiment: the run folders' parent folder and the MLflow experiment's name.
+        version: The run folder's name and the MLflow run's name; `None` takes the next free `version_N`.
+        tracking_uri: Where MLflow keeps runs, e.g. `http://host:5000`. By default `$MLFLOW_TRACKING_URI`, else a
+            SQLite database `<save_dir>/mlflow.db` with artifacts in `<save_dir>/mlartifacts` (mlflow 3 refuses its
+            old file store unless `MLFLOW_ALLOW_FILE_STORE=true`; `file:` URIs still work with it).
+        tags: MLflow tags of a new run.
+        log_model: Lightning's `log_model` (upload checkpoints as artifacts: `True`, `"all"` or `False`).
+        prefix: Put before every metric's name.
+        artifact_location: Where a new experiment keeps its artifacts (the default store: `<save_dir>/mlartifacts`).
+    """
+
+    def __init__(self, save_dir: str = "lightning_logs", name: str = "default", version: int | str | None = None,
+                 tracking_uri: str | None = None, tags: dict[str, Any] | None = None,
+                 log_model: bool | Literal["all"] = False, prefix: str = "",
+                 artifact_location: str | None = None) -> None:
+        if not _MLFLOW_AVAILABLE:
+            raise ConfigError("--trainer.logger mnist_cifar.loggers.MLFlowLogger needs MLflow, which is not "
+                              "installed: pip install -e '.[mlflow]' (mlflow-skinny with SQLite support).")
+        root = Path(save_dir).expanduser()
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root.resolve() / 'mlflow.db'}"
+        if artifact_location is None and uri.startswith("sqlite:") and not tracking_uri:
+            artifact_location = (root.resolve() / "mlartifacts").as_uri()
+        super().__init__(experiment_name=name, tracking_uri=uri, tags=tags, log_model=log_model, prefix=prefix,
+                         artifact_location=artifact_location)
+        self._root, self._folder_name, self._version = root, name, version
+        self._known_params: dict[str, str] = {}
+
+    @property
+    def save_dir(self) -> str:
+        return str(self._root)
+
+    @property
+    def name(self) -> str:
+        return self._folder_name
+
+    @property
+    def version(self) -> int | str:
+        if self._version is None:
+            self._version = next_version(self._root / self._folder_name)
+        return self._version
+
+    @property
+    def log_dir(self) -> str:
+        version = self.version if isinstance(self.version, str) else f"version_{self.version}"
+        return str(self._root / self._folder_name / version)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:  # noqa: ANN401 (an MlflowClient; mlflow is optional)
+        if not self._initialized:
+            self._open_run()
+        return LightningMLFlowLogger.experiment.fget(self)
+
+    def _open_run(self) -> None:
+        """Continue the MLflow run this folder recorded for this store, or start one named after the folder."""
+        from mlflow.exceptions import MlflowException
+
+        self._root.mkdir(parents=True, exist_ok=True)
+        record = Path(self.log_dir) / RUN_ID_FILE
+        runs = json.loads(record.read_text()) if record.is_file() else {}
+        known = runs.get(self._tracking_uri) if isinstance(runs, dict) else None
+        if isinstance(known, str) and known.isalnum():
+            try:
+                run = self._mlflow_client.get_run(known)
+            except MlflowException:
+                run = None
+            if run is not None and run.info.lifecycle_stage != "deleted":
+                self._run_id = known
+                self._known_params = dict(run.data.params)
+                self._mlflow_client.update_run(known, status="RUNNING")
+        if self._run_id is None:
+            self._run_name = Path(self.log_dir).name
+        LightningMLFlowLogger.experiment.fget(self)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({**(runs if isinstance(runs, dict) else {}), self._tracking_uri: self._run_id}))
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Namespace) -> None:
+        """Lightning's, except that a continued run logs only parameters it does not have: MLflow refuses to change
+        a logged parameter, and a resume that changes a setting records it in the folder's `resume_<N>.yaml`."""
+        _ = self.experiment
+        flat = {key: value for key, value in _flatten_dict(_convert_params(params)).items()
+                if not key.startswith("_")}  # LightningCLI's bookkeeping such as `_instantiator`
+        super().log_hyperparams({key: value for key, value in flat.items() if key not in self._known_params})
+        self._known_params.update({key: str(value) for key, value in flat.items()})
+
+    @rank_zero_only
+    def log_image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """An RGB `(H, W, 3)` image as the artifact `<tag>/step_<step>.png` of the run."""
+        self.experiment.log_image(self.run_id, image, artifact_file=f"{tag}/step_{step:07d}.png")

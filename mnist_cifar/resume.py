@@ -31,6 +31,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
 from mnist_cifar.parent_death import die_with_parent
+from mnist_cifar.loggers import run_dir
 
 LAST = "last"
 
@@ -66,7 +67,7 @@ class LatestCheckpoint(ModelCheckpoint):
 
 def last_checkpoint_path(trainer: L.Trainer, dirpath: str | None = None) -> str:
     """`last.ckpt` in `dirpath`, or in the run's `checkpoints/` folder as ModelCheckpoint places it."""
-    return os.path.join(dirpath or os.path.join(trainer.log_dir or ".", "checkpoints"), f"{LAST}.ckpt")
+    return os.path.join(dirpath or os.path.join(run_dir(trainer), "checkpoints"), f"{LAST}.ckpt")
 
 
 class RandomState(L.Callback):

@@ -22,7 +22,8 @@ def cli(*args: str) -> ExperimentCLI:
     return run(list(args), default_config=DEFAULT_CONFIG)
 
 
-def test_csv_logger_fits_tests_predicts_and_resumes_in_one_run(mnist_dir: Path, tmp_path: Path) -> None:
+def test_csv_logger_fits_tests_predicts_and_resumes_in_one_run(mnist_dir: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
     csv_logger = ["--trainer.logger", "mnist_cifar.loggers.CSVLogger",
                   "--trainer.logger.init_args.save_dir", str(tmp_path / "logs")]
     fitted = cli("fit", "--config", CNN, "--data.data_dir", str(mnist_dir), *QUIET, *csv_logger,
@@ -34,6 +35,7 @@ def test_csv_logger_fits_tests_predicts_and_resumes_in_one_run(mnist_dir: Path, 
         columns = next(csv.reader(file))
     assert {"test/acc", "val/acc", "train/loss", "run/fit_seconds"} <= set(columns)
     assert {f"test/acc_{digit}" for digit in range(10)} <= set(columns)  # per-class figures reach every logger
+    assert "CSVLogger takes no figures" in capsys.readouterr().err  # said once, in one line
 
     best = fitted.trainer.checkpoint_callback.best_model_path
     tested = cli("test", "--ckpt_path", best, "--data.data_dir", str(mnist_dir), *csv_logger)
@@ -70,3 +72,55 @@ def test_a_list_of_loggers_resumes_last_in_the_same_run(mnist_dir: Path, tmp_pat
         epochs = {row["epoch"] for row in csv.DictReader(file) if row.get("train/acc")}
     assert epochs == {"0", "1"}
     assert list(run_dir.glob("events.out.tfevents.*")) and (run_dir / "resume_1.yaml").is_file()
+
+
+def test_mlflow_logger_keeps_one_run_folder_and_one_mlflow_run(mnist_dir: Path, tmp_path: Path) -> None:
+    """MLflow's store is shared by every run; the run folder (config, checkpoints, record) is the run's own, a resume
+    continues the same MLflow run (with a changed batch size: MLflow refuses to change a logged parameter), and a
+    test of its checkpoint is a new run beside it with the figures as artifacts."""
+    from mlflow import MlflowClient
+
+    logs = tmp_path / "logs"
+    mlflow_logger = ["--trainer.logger", "mnist_cifar.loggers.MLFlowLogger",
+                     "--trainer.logger.init_args.save_dir", str(logs)]
+    base = ["fit", "--config", CNN, "--data.data_dir", str(mnist_dir), *QUIET, *mlflow_logger,
+            "--trainer.logger.init_args.version", "seed42"]
+    cli(*base, "--trainer.max_epochs", "1", "--test_after_fit", "false")
+    run_dir = logs / "cnn_mnist" / "seed42"
+    assert (run_dir / "config.yaml").is_file() and not (logs / "config.yaml").exists()
+    resumed = cli(*base, "--trainer.max_epochs", "2", "--ckpt_path", "last", "--data.batch_size", "16")
+    assert resumed.trainer.current_epoch == 2 and (run_dir / "resume_1.yaml").is_file()
+    assert read_run(run_dir, "cnn").epochs == 2 and is_complete(run_dir)
+
+    client = MlflowClient(f"sqlite:///{logs / 'mlflow.db'}")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "cnn_mnist"]
+    (fit_run,) = client.search_runs([experiment.experiment_id])
+    assert fit_run.info.run_name == "seed42" and fit_run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(fit_run.info.run_id, "train/acc")] == [4, 14]  # one curve
+    assert fit_run.data.params["batch_size"] == "32"  # the first value; the change is in resume_1.yaml
+    assert {"test/acc", "test/acc_0"} <= set(fit_run.data.metrics)
+    assert {a.path for a in client.list_artifacts(fit_run.info.run_id)} == {"samples", "test"}
+
+    best = resumed.trainer.checkpoint_callback.best_model_path
+    cli("test", "--ckpt_path", best, "--data.data_dir", str(mnist_dir), *mlflow_logger)
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
+    assert len(runs) == 2 and runs[0].info.run_name == "version_0" and "test/acc_9" in runs[0].data.metrics
+    assert "test/confusion_matrix" in {a.path for a in client.list_artifacts(runs[0].info.run_id, "test")}
+    assert sorted(p.name for p in (logs / "cnn_mnist").iterdir()) == ["seed42", "version_0"]
+
+
+def test_lightnings_own_mlflow_logger_is_refused_naming_ours(mnist_dir: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli("fit", "--config", CNN, "--data.data_dir", str(mnist_dir), "--trainer.logger",
+            "lightning.pytorch.loggers.MLFlowLogger", "--trainer.logger.init_args.save_dir", str(tmp_path))
+    assert exit_info.value.code == 2 and not list(tmp_path.iterdir())
+    assert "Use --trainer.logger mnist_cifar.loggers.MLFlowLogger" in capsys.readouterr().err
+
+
+def test_mlflow_logger_without_mlflow_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mnist_cifar.loggers as loggers
+
+    monkeypatch.setattr(loggers, "_MLFLOW_AVAILABLE", False)
+    with pytest.raises(loggers.ConfigError, match=r"pip install -e '\.\[mlflow\]'"):
+        loggers.MLFlowLogger()
