@@ -4,6 +4,7 @@
     target: 0.99                            # optional: report epochs and training seconds to this val accuracy
     config: configs/cnn_mnist.yaml          # the base config of every variant (relative to the repository)
     args: {trainer.max_epochs: 5}           # overrides for every variant, as LightningCLI keys
+    slurm: {time: "30", cpus_per_run: 2}    # optional: what each run asks SLURM for (`run --backend slurm`)
     variants:
       cnn_permuted:
         config: configs/cnn_mnist.yaml      # optional, per variant
@@ -45,13 +46,14 @@ class Experiment:
     description: str
     variants: list[Variant]
     target: float | None = None  # a validation accuracy: the report adds how many epochs and seconds reach it
+    slurm: dict[str, Any] = field(default_factory=dict)  # resources of each run under `--backend slurm`
 
 
 def available() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
 
 
-EXPERIMENT_KEYS = {"description", "config", "args", "variants", "target"}
+EXPERIMENT_KEYS = {"description", "config", "args", "variants", "target", "slurm"}
 VARIANT_KEYS = {"config", "args"}
 
 
@@ -77,7 +79,11 @@ def load(name: str) -> Experiment:
     target = spec.get("target")
     if target is not None and not (isinstance(target, (int, float)) and 0 < target <= 1):
         raise ConfigError(f"{path}: target must be a validation accuracy between 0 and 1 (e.g. 0.99), got {target!r}.")
-    return Experiment(name=path.stem, description=spec.get("description", ""), variants=variants, target=target)
+    slurm = spec.get("slurm") or {}
+    if not isinstance(slurm, dict):
+        raise ConfigError(f"{path}: slurm must be a mapping of resources, e.g. {{time: '30', cpus_per_run: 2}}.")
+    return Experiment(name=path.stem, description=spec.get("description", ""), variants=variants, target=target,
+                      slurm=slurm)
 
 
 def _check_keys(spec: dict, allowed: set[str], where: str) -> None:
