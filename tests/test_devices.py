@@ -8,6 +8,7 @@ per rank. The test set has an odd number of images (101), so any padding or unev
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +139,25 @@ def test_compiled_channels_last_checkpoints_load_without_them(mnist_dir: Path) -
     assert plain.model._compiled is None
     assert plain.trainer.callback_metrics["test/acc"].item() == pytest.approx(
         fitted.trainer.callback_metrics["test/acc"].item(), abs=1e-6)
+
+
+def test_two_node_ranks_under_torchrun_give_one_process_figures(odd_mnist: Path, tmp_path: Path) -> None:
+    """`torchrun --nnodes 2` on localhost, one launcher per node rank (as two machines would start it)."""
+    port = 29500 + (os.getpid() % 1000)
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(rank), "--nproc_per_node",
+         "1", "--master_addr", "127.0.0.1", "--master_port", str(port), str(ROOT / "main.py"), "fit", "--config",
+         LENET, "--data.data_dir", str(odd_mnist), *SMALL, "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu",
+         "--trainer.strategy", "ddp", "--trainer.num_nodes", "2", "--trainer.devices", "1", "--num_threads", "1"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "MEMBER: 2/2" in outputs[0] + outputs[1]  # two processes, one per node rank
+    (run_dir,) = (tmp_path / "lightning_logs" / "lenet_mnist").iterdir()
+    after_fit = last_values(run_dir, "test/")
+    (best,) = (run_dir / "checkpoints").glob("epoch*.ckpt")
+    one = run(["test", "--ckpt_path", str(best), "--data.data_dir", str(odd_mnist)], default_config=DEFAULT_CONFIG)
+    single = {name: value.item() for name, value in one.trainer.callback_metrics.items() if name.startswith("test/")}
+    assert set(single) == set(after_fit) and "test/acc_0" in single
+    for name, value in single.items():
+        assert after_fit[name] == pytest.approx(value, abs=1e-6), name

@@ -170,7 +170,9 @@ class SlurmRun:
             self._update(state, state="done", exit=0)
             return "done"
         code = 0
-        for attempt in range(self.retries + 1):
+        # A run of several tasks (DDP) is not restarted: one rank alone would wait for the others for ever.
+        retries = self.retries if int(os.environ.get("SLURM_NTASKS", "1")) == 1 else 0
+        for attempt in range(retries + 1):
             code = self._attempt(folder, lock, state, attempt)
             if self._stopping or code in (143, -signal.SIGTERM):
                 self._update(state, state="stopped by a signal", exit=code)
@@ -179,15 +181,17 @@ class SlurmRun:
             if code == 0 and is_complete(folder):
                 self._update(state, state="done", exit=0)
                 return "done"
-            self._update(state, state="failed" if attempt == self.retries else "retrying", exit=code)
-        raise RuntimeError(f"{folder}: failed {self.retries + 1} times, the last with exit {code}; see "
+            self._update(state, state="failed" if attempt == retries else "retrying", exit=code)
+        raise RuntimeError(f"{folder}: failed {retries + 1} times, the last with exit {code}; see "
                            f"{folder / 'output.log'}")
 
     def _attempt(self, folder: Path, lock: int | None, state: dict[str, Any], attempt: int) -> int:
         resume = (folder / "checkpoints" / "last.ckpt").is_file()
         if self.rank == 0:
-            if not resume:
-                shutil.rmtree(folder, ignore_errors=True)  # a run stopped before its first checkpoint starts afresh
+            if not resume:  # a run stopped before its first checkpoint starts afresh; its output.log is kept
+                for entry in folder.iterdir() if folder.is_dir() else ():
+                    if entry.name != "output.log":
+                        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
             folder.mkdir(parents=True, exist_ok=True)
             self._update(state, state="running", attempts=state.get("attempts", 0) + 1, exit=None)
         output = open(folder / "output.log" if self.rank == 0 else os.devnull, "a")  # noqa: SIM115
@@ -382,6 +386,9 @@ def run_states(experiment: Experiment, seed_count: int, root: Path, only: list[s
         elif in_queue:
             attempt = f", attempt {record['attempts']}" if record.get("attempts", 0) > 1 else ""
             state = f"{'running' if in_queue == 'RUNNING' else in_queue.lower()} (job {job}{attempt}{again})"
+        elif not job and run.folder.is_dir():
+            saved = "from its last.ckpt" if (run.folder / "checkpoints" / "last.ckpt").is_file() else "afresh"
+            state = f"started here, not finished (`run` continues it {saved})"
         elif job:
             log = run.folder / "output.log"
             log = log if record.get("attempts") and log.is_file() else folder / "jobs" / job / f"{job}_0_log.err"
@@ -403,7 +410,7 @@ def cancel(experiment: Experiment, root: Path) -> list[str]:
     return arrays
 
 
-def wait(experiment: Experiment, seed_count: int, root: Path, only: list[str] | None, every: float = 5.0,
+def wait(experiment: Experiment, seed_count: int, root: Path, only: list[str] | None, every: float = 2.0,
          show: Callable[[str], None] = print) -> list[tuple[Run, str]]:
     """Follow the sweep until none of its runs is in the queue, printing each change of state."""
     seen: dict[tuple[str, int], str] = {}
