@@ -51,6 +51,14 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                 command.add_argument(f"--{option}", type=kind, help=f"slurm: {text}")
             command.add_argument("--sbatch", action="append", metavar="OPTION",
                                  help="slurm: any other sbatch option, e.g. --sbatch=--constraint=a100 (repeatable)")
+    tune = commands.add_parser("tune", help="an Optuna study: search a config's keys (see study.py)")
+    tune.add_argument("study", help="the path of a study .yaml file")
+    tune.add_argument("--root", type=Path, default=Path("lightning_logs"), help="where trials are logged")
+    tune.add_argument("--jobs", type=int, default=1, help="trials side by side (workers sharing the study)")
+    tune.add_argument("--storage", help="a database URL (postgresql://...) instead of the journal file, for "
+                                        "workers on several machines")
+    tune.add_argument("--data_dir", help="passed to every trial as --data.data_dir")
+    tune.add_argument("--trials", type=int, help="the study file's trials budget, overridden")
     # Anything else (e.g. --trainer.max_epochs=2) is passed to every run as a LightningCLI override.
     return parser.parse_known_args(argv)
 
@@ -62,6 +70,9 @@ def main(argv: list[str] | None = None) -> None:
             for name in definition.available():
                 experiment = definition.load(name)
                 print(f"{name}: {experiment.description}\n    " + ", ".join(v.name for v in experiment.variants))
+            return
+        if args.command == "tune":
+            tune_study(args, extra)
             return
         experiment = definition.load(args.experiment)
         names = [variant.name for variant in experiment.variants]
@@ -106,6 +117,29 @@ def main(argv: list[str] | None = None) -> None:
     except UserFacingError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def tune_study(args: argparse.Namespace, extra: list[str]) -> None:
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise ConfigError("tune needs Optuna: pip install -e '.[tune]'.") from None
+    from mnist_cifar.experiments import study as studies
+
+    chosen = studies.load(args.study)
+    if args.trials is not None:
+        chosen.trials = args.trials
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}.")
+    extra = extra + ([f"--data.data_dir={args.data_dir}"] if args.data_dir else [])
+    tuner = studies.Tuner(chosen, args.root, args.storage, args.jobs, extra)
+    tuner.run()
+    folder = studies.write_outputs(chosen, args.root, args.storage)
+    print(f"study {chosen.name}: {folder / 'trials.csv'}" + (f", best config {folder / 'best.yaml'}"
+                                                             if (folder / "best.yaml").is_file() else ""))
+    if tuner.stopping is not None:
+        print("error: the study was stopped; run the same command again to continue it.", file=sys.stderr)
+        raise SystemExit(128 + tuner.stopping)
 
 
 def submit_to_slurm(experiment: definition.Experiment, args: argparse.Namespace, extra: list[str]) -> list | None:
