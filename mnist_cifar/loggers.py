@@ -140,7 +140,10 @@ class MLFlowLogger(LightningMLFlowLogger):
 
         self._root.mkdir(parents=True, exist_ok=True)
         record = Path(self.log_dir) / RUN_ID_FILE
-        runs = json.loads(record.read_text()) if record.is_file() else {}
+        try:
+            runs = json.loads(record.read_text()) if record.is_file() else {}
+        except (OSError, ValueError):  # a damaged record: start a new MLflow run rather than fail the run
+            runs = {}
         known = runs.get(self._tracking_uri) if isinstance(runs, dict) else None
         if isinstance(known, str) and known.isalnum():
             try:

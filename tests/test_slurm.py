@@ -208,3 +208,13 @@ def test_a_sweep_run_of_two_tasks_is_one_ddp_run(data: Path, tmp_path: Path) -> 
     run_dir = tmp_path / "logs" / "experiments" / "wide" / "a" / "seed42"
     assert "MEMBER: 1/2" in (run_dir / "output.log").read_text()  # rank 0's output; rank 1 ran beside it
     assert_one_process_figures(run_dir, data)
+
+
+def test_cancel_takes_a_submitted_sweep_off_the_queue(data: Path, tmp_path: Path) -> None:
+    spec = write_experiment(tmp_path, "cancelled", {"a": {}})
+    base = ["--seeds", "1", "--root", str(tmp_path / "logs")]
+    experiments("run", str(spec), *base, "--data_dir", str(data), "--backend", "slurm", "--time", "5",
+                "--sbatch=--begin=now+1hour", cwd=tmp_path)  # held in the queue: nothing of it runs
+    assert "queued" in experiments("status", str(spec), *base, cwd=tmp_path).stdout
+    assert "cancelled job(s)" in experiments("cancel", str(spec), *base, cwd=tmp_path).stdout
+    assert "not in the queue" in experiments("status", str(spec), *base, cwd=tmp_path).stdout

@@ -389,6 +389,11 @@ def run_states(experiment: Experiment, seed_count: int, root: Path, only: list[s
         elif not job and run.folder.is_dir():
             saved = "from its last.ckpt" if (run.folder / "checkpoints" / "last.ckpt").is_file() else "afresh"
             state = f"started here, not finished (`run` continues it {saved})"
+        elif job and not record.get("attempts"):
+            err = folder / "jobs" / job / f"{job}_0_log.err"
+            said = tail(err)
+            state = (f"not in the queue and never started its run (job {job}: cancelled?)"
+                     + (f"; the end of {err}:\n{said}" if said.strip() else ""))
         elif job:
             log = run.folder / "output.log"
             log = log if record.get("attempts") and log.is_file() else folder / "jobs" / job / f"{job}_0_log.err"
