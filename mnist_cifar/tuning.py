@@ -74,8 +74,8 @@ class ReportToOptuna(L.Callback):
             self._trial.report(float(value), step=trainer.current_epoch)
             prune = self._trial.should_prune()
         prune = trainer.strategy.broadcast(prune)
-        folder = Path(run_dir(trainer))
         if prune:
+            folder = Path(run_dir(trainer))  # a collective: every rank asks, and only when they agree to stop
             if trainer.is_global_zero:
                 (folder / PRUNED_FILE).write_text(json.dumps({"epoch": trainer.current_epoch, self.monitor: float(value)}))
             trainer.should_stop = True

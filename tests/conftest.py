@@ -19,6 +19,20 @@ from torchvision.io import write_png
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
+def assert_one_process_test_figures(run_dir: Path, data_dir: Path) -> None:
+    """A DDP run's after-fit test figures (its record) equal one process's test of its best checkpoint."""
+    from mnist_cifar.cli import run
+    from mnist_cifar.experiments.logs import read_scalars
+
+    after_fit = {tag: values[-1][1] for tag, values in read_scalars(run_dir).items() if tag.startswith("test/")}
+    (best,) = (run_dir / "checkpoints").glob("epoch*.ckpt")
+    one = run(["test", "--ckpt_path", str(best), "--data.data_dir", str(data_dir)], default_config=DEFAULT_CONFIG)
+    single = {name: value.item() for name, value in one.trainer.callback_metrics.items() if name.startswith("test/")}
+    assert set(single) == set(after_fit) and "test/acc_0" in single
+    for name, value in single.items():
+        assert after_fit[name] == pytest.approx(value, abs=1e-6), name
+
+
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 

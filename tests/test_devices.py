@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DEFAULT_CONFIG, ROOT, write_mnist
+from conftest import DEFAULT_CONFIG, ROOT, assert_one_process_test_figures, write_mnist
 
 from mnist_cifar.cli import run
 from mnist_cifar.experiments.logs import read_scalars
@@ -154,10 +154,4 @@ def test_two_node_ranks_under_torchrun_give_one_process_figures(odd_mnist: Path,
     assert [node.returncode for node in nodes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     assert "MEMBER: 2/2" in outputs[0] + outputs[1]  # two processes, one per node rank
     (run_dir,) = (tmp_path / "lightning_logs" / "lenet_mnist").iterdir()
-    after_fit = last_values(run_dir, "test/")
-    (best,) = (run_dir / "checkpoints").glob("epoch*.ckpt")
-    one = run(["test", "--ckpt_path", str(best), "--data.data_dir", str(odd_mnist)], default_config=DEFAULT_CONFIG)
-    single = {name: value.item() for name, value in one.trainer.callback_metrics.items() if name.startswith("test/")}
-    assert set(single) == set(after_fit) and "test/acc_0" in single
-    for name, value in single.items():
-        assert after_fit[name] == pytest.approx(value, abs=1e-6), name
+    assert_one_process_test_figures(run_dir, odd_mnist)

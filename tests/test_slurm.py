@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import DEFAULT_CONFIG, ROOT, write_mnist
+from conftest import ROOT, assert_one_process_test_figures, write_mnist
 
-from mnist_cifar.cli import run
 from mnist_cifar.experiments.logs import read_scalars
 
 EPOCHS = 2
@@ -177,17 +176,6 @@ def test_a_failing_run_ends_as_failed_after_its_retries(tmp_path: Path) -> None:
     assert log.count("--- start") == 2
 
 
-def assert_one_process_figures(run_dir: Path, data: Path) -> None:
-    """The DDP run's after-fit test figures equal a single process's test of its best checkpoint."""
-    after_fit = {tag: values[-1][1] for tag, values in read_scalars(run_dir).items() if tag.startswith("test/")}
-    (best,) = (run_dir / "checkpoints").glob("epoch*.ckpt")
-    one = run(["test", "--ckpt_path", str(best), "--data.data_dir", str(data)], default_config=DEFAULT_CONFIG)
-    single = {name: value.item() for name, value in one.trainer.callback_metrics.items() if name.startswith("test/")}
-    assert set(single) == set(after_fit) and "test/acc_0" in single
-    for name, value in single.items():
-        assert after_fit[name] == pytest.approx(value, abs=1e-6), name
-
-
 def test_ddp_as_two_slurm_tasks_gives_one_process_figures(data: Path, tmp_path: Path) -> None:
     lenet = str(ROOT / "configs" / "lenet_mnist.yaml")
     command = ["srun", "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--kill-on-bad-exit=1", sys.executable,
@@ -198,7 +186,7 @@ def test_ddp_as_two_slurm_tasks_gives_one_process_figures(data: Path, tmp_path: 
     assert done.returncode == 0, done.stderr[-3000:]
     assert "MEMBER: 2/2" in done.stdout + done.stderr  # Lightning's SLURMEnvironment: two ranks, one per task
     (run_dir,) = (tmp_path / "lightning_logs" / "lenet_mnist").iterdir()
-    assert_one_process_figures(run_dir, data)
+    assert_one_process_test_figures(run_dir, data)
 
 
 def test_a_sweep_run_of_two_tasks_is_one_ddp_run(data: Path, tmp_path: Path) -> None:
@@ -208,7 +196,7 @@ def test_a_sweep_run_of_two_tasks_is_one_ddp_run(data: Path, tmp_path: Path) -> 
                 "--trainer.strategy=ddp", cwd=tmp_path)
     run_dir = tmp_path / "logs" / "experiments" / "wide" / "a" / "seed42"
     assert "MEMBER: 1/2" in (run_dir / "output.log").read_text()  # rank 0's output; rank 1 ran beside it
-    assert_one_process_figures(run_dir, data)
+    assert_one_process_test_figures(run_dir, data)
 
 
 def test_cancel_takes_a_submitted_sweep_off_the_queue(data: Path, tmp_path: Path) -> None:

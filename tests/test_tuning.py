@@ -6,6 +6,7 @@ config runs with `fit`; a study on a real PostgreSQL server with two workers (sk
 from __future__ import annotations
 
 import csv
+from collections import Counter
 import os
 import signal
 import subprocess
@@ -40,13 +41,9 @@ def tune(*args: str, cwd: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def states(study_dir: Path) -> dict[str, int]:
+def states(study_dir: Path) -> Counter:
     with open(study_dir / "trials.csv") as file:
-        rows = list(csv.DictReader(file))
-    counted: dict[str, int] = {}
-    for row in rows:
-        counted[row["state"]] = counted.get(row["state"], 0) + 1
-    return counted
+        return Counter(row["state"] for row in csv.DictReader(file))
 
 
 def journal(study_dir: Path):  # noqa: ANN201 (an optuna.Study)

@@ -65,6 +65,8 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: list[str] | None = None) -> None:
     args, extra = parse(argv)
+    data_dir = getattr(args, "data_dir", None)  # run and tune pass it to every run
+    extra = extra + ([f"--data.data_dir={data_dir}"] if data_dir else [])
     try:
         if args.command == "list":
             for name in definition.available():
@@ -95,7 +97,6 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "run":
             if args.jobs < 1:
                 raise ConfigError(f"--jobs must be at least 1, got {args.jobs}.")
-            extra = extra + ([f"--data.data_dir={args.data_dir}"] if args.data_dir else [])
             jobs = args.jobs if not args.gpus or args.jobs > 1 else len(args.gpus)
             try:
                 runs = run_experiment(experiment, args.seeds, args.root, extra, args.only, jobs, args.gpus)
@@ -131,7 +132,6 @@ def tune_study(args: argparse.Namespace, extra: list[str]) -> None:
         chosen.trials = args.trials
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}.")
-    extra = extra + ([f"--data.data_dir={args.data_dir}"] if args.data_dir else [])
     tuner = studies.Tuner(chosen, args.root, args.storage, args.jobs, extra)
     tuner.run()
     folder = studies.write_outputs(chosen, args.root, args.storage)
@@ -149,7 +149,6 @@ def submit_to_slurm(experiment: definition.Experiment, args: argparse.Namespace,
                           "--tasks_per_node and --parallel instead.")
     chosen = slurm.resources(experiment.slurm, {**{option: getattr(args, option) for option in SLURM_OPTIONS},
                                                 "sbatch": args.sbatch})
-    extra = extra + ([f"--data.data_dir={args.data_dir}"] if args.data_dir else [])
     runs, array = slurm.submit(experiment, args.seeds, args.root, extra, args.only, chosen)
     for run in runs:
         print(f"{run.variant} seed {run.seed}: {run.outcome}")

@@ -29,6 +29,11 @@ REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS_DIR = REPO / "configs" / "experiments"
 
 
+def overrides(values: dict[str, Any]) -> list[str]:
+    """Config keys and values as LightningCLI arguments: `--trainer.max_epochs=5`, non-text values as JSON."""
+    return [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in values.items()]
+
+
 @dataclass
 class Variant:
     name: str
@@ -36,8 +41,7 @@ class Variant:
     args: dict[str, Any] = field(default_factory=dict)
 
     def cli_args(self) -> list[str]:
-        overrides = [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in self.args.items()]
-        return ["--config", str(self.config), *overrides]
+        return ["--config", str(self.config), *overrides(self.args)]
 
 
 @dataclass

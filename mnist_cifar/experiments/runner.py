@@ -163,10 +163,17 @@ def lock_run(folder: Path) -> int | None:
     return handle
 
 
-def _die_with_the_runner(runner: int) -> Callable[[], None]:
+def die_with_the_runner(runner: int) -> Callable[[], None]:
     """In the child, before `exec`: SIGTERM when the runner dies, so a runner killed with -9 leaves no run behind;
     the run saves last.ckpt on SIGTERM and the next `run` resumes it (Linux; elsewhere the run outlives it)."""
     return lambda: die_with_parent(signal.SIGTERM, runner)
+
+
+def start_afresh(folder: Path) -> None:
+    """Empty a run folder for a run that starts again from nothing (no last.ckpt), keeping its output.log."""
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        if entry.name != "output.log":
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 def _start(run: Run, slot: int, jobs: int, gpus: list[str] | None, threads: list[str], lock: int) -> subprocess.Popen:
@@ -182,7 +189,7 @@ def _start(run: Run, slot: int, jobs: int, gpus: list[str] | None, threads: list
     resume_args = ["--ckpt_path=last"] if resume else []  # the run's own folder: its logger version is fixed
     process = subprocess.Popen([sys.executable, str(MAIN), *run.args, *threads, *resume_args], env=env,
                                stdout=output, stderr=subprocess.STDOUT if output else None, pass_fds=(lock,),
-                               preexec_fn=_die_with_the_runner(os.getpid()))
+                               preexec_fn=die_with_the_runner(os.getpid()))
     how = "resume" if resume else "start"
     print(f"{how} {run.variant} seed {run.seed} (pid {process.pid}){where}", flush=True)
     return process

@@ -34,7 +34,7 @@ from typing import Any
 from mnist_cifar.errors import ConfigError
 from mnist_cifar.experiments.definition import Experiment
 from mnist_cifar.experiments.logs import is_complete
-from mnist_cifar.experiments.runner import MAIN, Run, lock_run, plan
+from mnist_cifar.experiments.runner import MAIN, Run, lock_run, plan, start_afresh
 from mnist_cifar.parent_death import die_with_parent
 
 REQUEUE_SIGNAL = signal.SIGUSR2  # submitit's default (SUBMITIT_PREEMPT_SIGNAL); forwarded to the run as SIGTERM
@@ -188,10 +188,8 @@ class SlurmRun:
     def _attempt(self, folder: Path, lock: int | None, state: dict[str, Any], attempt: int) -> int:
         resume = (folder / "checkpoints" / "last.ckpt").is_file()
         if self.rank == 0:
-            if not resume:  # a run stopped before its first checkpoint starts afresh; its output.log is kept
-                for entry in folder.iterdir() if folder.is_dir() else ():
-                    if entry.name != "output.log":
-                        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            if not resume:  # a run stopped before its first checkpoint starts afresh
+                start_afresh(folder)
             folder.mkdir(parents=True, exist_ok=True)
             self._update(state, state="running", attempts=state.get("attempts", 0) + 1, exit=None)
         output = open(folder / "output.log" if self.rank == 0 else os.devnull, "a")  # noqa: SIM115

@@ -33,7 +33,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -47,10 +46,9 @@ from typing import Any
 import yaml
 
 from mnist_cifar.errors import ConfigError
-from mnist_cifar.experiments.definition import REPO
+from mnist_cifar.experiments.definition import REPO, overrides
 from mnist_cifar.experiments.logs import process_seconds, read_scalars
-from mnist_cifar.experiments.runner import MAIN, lock_run
-from mnist_cifar.parent_death import die_with_parent
+from mnist_cifar.experiments.runner import MAIN, die_with_the_runner, lock_run, start_afresh, thread_args
 from mnist_cifar.tuning import PRUNED_FILE, open_storage
 
 STUDY_KEYS = {"description", "config", "args", "space", "objective", "direction", "sampler", "pruner", "trials",
@@ -132,10 +130,6 @@ def open_study(study: Study, storage: str, seed_offset: int = 0) -> Any:  # noqa
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(study_name=study.name, storage=open_storage(storage), direction=study.direction,
                                sampler=samplers[name](**spec), pruner=make_pruner(study.pruner), load_if_exists=True)
-
-
-def overrides(values: dict[str, Any]) -> list[str]:
-    return [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in values.items()]
 
 
 class Tuner:
@@ -230,13 +224,11 @@ class Tuner:
         callback = {"class_path": "mnist_cifar.tuning.ReportToOptuna",
                     "init_args": {"storage": self.storage, "study": self.study.name, "trial": trial_id,
                                   "monitor": self.study.objective, "pruner": self.study.pruner}}
-        threads = [] if any(a.startswith("--num_threads") for a in self.extra) or self.jobs == 1 else [
-            f"--num_threads={max(1, (os.cpu_count() or 1) // self.jobs)}"]
         return [sys.executable, str(MAIN), "fit", "--config", str(self.study.config), *overrides(self.study.args),
                 *overrides(params), f"--seed_everything={self.study.seed}",
                 f"--trainer.logger.init_args.save_dir={self.folder}", "--trainer.logger.init_args.name=trials",
                 f"--trainer.logger.init_args.version=trial{number:04d}", "--test_after_fit=false",
-                f"--trainer.callbacks+={json.dumps(callback)}", *threads, *self.extra,
+                f"--trainer.callbacks+={json.dumps(callback)}", *thread_args(self.extra, self.jobs), *self.extra,
                 *(["--ckpt_path=last"] if resume else [])]
 
     def _tell(self, study: Any, number: int, *values: float, **state: Any) -> None:  # noqa: ANN401
@@ -249,15 +241,13 @@ class Tuner:
         folder = self.trial_dir(number)
         trial_id = study.get_trials(deepcopy=False)[number]._trial_id
         resume = (folder / "checkpoints" / "last.ckpt").is_file()
-        if not resume and folder.is_dir():  # stopped before its first checkpoint: start afresh, keep its output.log
-            for entry in folder.iterdir():
-                if entry.name != "output.log":
-                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        if not resume:  # stopped before its first checkpoint
+            start_afresh(folder)
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "output.log", "a") as output:
             child = subprocess.Popen(self._command(trial_id, number, params, resume), stdout=output,
                                      stderr=subprocess.STDOUT, pass_fds=(lock,),
-                                     preexec_fn=lambda: die_with_parent(signal.SIGTERM, os.getppid()))
+                                     preexec_fn=die_with_the_runner(os.getpid()))
             with self.lock:
                 self.children.add(child)
             print(f"{'resume' if resume else 'start'} trial {number}: {params}", flush=True)
