@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import torch
 from conftest import DEFAULT_CONFIG, ROOT
 
 from mnist_cifar.cli import build
+from mnist_cifar.errors import ConfigError
 from mnist_cifar.experiments import definition
 from mnist_cifar.experiments.__main__ import main as experiments_main
 
@@ -250,3 +252,21 @@ def test_a_killed_runner_takes_its_run_along_and_a_second_runner_keeps_off(tiny_
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.startswith("resume relu seed 42") and "relu seed 42: ran" in again.stdout
     assert json.loads((run_dir / "process.json").read_text())["process_seconds"] > first_attempt + 1
+
+
+@pytest.mark.parametrize("spec, overrides, says", [
+    ({"colours": 2}, {}, "unknown key(s) colours"),
+    ({}, {"time": "soon"}, "give minutes (90) or [D-]HH:MM[:SS]"),
+    ({}, {"cpus_per_run": 0}, "cpus_per_run must be at least 1"),
+], ids=["unknown-key", "bad-time", "no-cpus"])
+def test_bad_slurm_resources_are_refused_by_name(spec: dict, overrides: dict, says: str) -> None:
+    from mnist_cifar.experiments.slurm import resources
+
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        resources(spec, overrides)
+
+
+def test_slurm_times_are_minutes() -> None:
+    from mnist_cifar.experiments.slurm import resources
+
+    assert [resources({"time": t}, {}).minutes() for t in ("90", "1:30", "1:30:01", "2-00:00:00")] == [90, 90, 91, 2880]

@@ -6,6 +6,7 @@ config runs with `fit`; a study on a real PostgreSQL server with two workers (sk
 from __future__ import annotations
 
 import csv
+import re
 from collections import Counter
 import os
 import signal
@@ -142,3 +143,19 @@ def test_every_shipped_study_file_loads_and_names_keys_its_config_has(path: Path
     built = build(["--config", str(study.config), "--trainer.logger", "false",
                    *[f"--{key}={value}" for key, value in values.items()]], default_config=ROOT / "configs" / "default.yaml")
     assert built.datamodule.hparams.batch_size == values.get("data.init_args.batch_size", built.datamodule.hparams.batch_size)
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"colour": "blue"}, "unknown key(s) colour"),
+    ({"objective": "test/acc"}, "is a test figure"),
+    ({"space": {"model.optimizer.init_args.lr": {"float": [1e-4, 1e-1], "categorical": [1]}}}, "exactly one of"),
+    ({"direction": "up"}, "maximize or minimize"),
+], ids=["unknown-key", "test-objective", "two-kinds", "direction"])
+def test_a_bad_study_file_is_refused_naming_what_to_change(change: dict, says: str, tmp_path: Path) -> None:
+    from mnist_cifar.errors import ConfigError
+    from mnist_cifar.experiments.study import load
+
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(yaml.safe_dump({**STUDY, **change}))
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        load(str(spec))
