@@ -9,6 +9,7 @@ input order.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +48,8 @@ class PredictionCSVWriter(BasePredictionWriter):
         dm = trainer.datamodule
         indices = batch_indices if batch_indices is not None else range(len(self.rows), len(self.rows) + len(prediction))
         for index, probabilities, label in zip(indices, prediction.float().cpu(), batch[1].cpu()):
-            best = int(probabilities.argmax())
-            row = {
-                "source": dm.predict_sources[index],
-                "true_class": dm.classes[int(label)] if dm.predict_has_labels else "",
-                "predicted_class": dm.classes[best],
-                "confidence": f"{float(probabilities[best]):.4f}",
-                "error": "",
-            }
-            row.update({f"p_{name}": f"{float(p):.4f}" for name, p in zip(dm.classes, probabilities)})
-            self.rows.append((int(index), row))
+            truth = dm.classes[int(label)] if dm.predict_has_labels else ""
+            self.rows.append((int(index), prediction_row(dm.predict_sources[index], probabilities, dm.classes, truth)))
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         rows = self.rows
@@ -69,12 +62,25 @@ class PredictionCSVWriter(BasePredictionWriter):
             return
         dm = trainer.datamodule
         rows.sort(key=lambda indexed: indexed[0])
-        table = [row for _, row in rows] + [{"source": file, "error": why} for file, why in dm.unreadable]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        columns = ["source", "true_class", "predicted_class", "confidence", "error"] + [f"p_{c}" for c in dm.classes]
-        with open(path, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=columns, restval="")
-            writer.writeheader()
-            writer.writerows(table)
-        skipped = f"; {len(dm.unreadable)} file(s) were not readable images (listed there)" if dm.unreadable else ""
-        rank_zero_info(f"Wrote {len(rows)} predictions to {path}{skipped}.")
+        rank_zero_info(write_csv(path, [row for _, row in rows], dm.classes, dm.unreadable))
+
+
+def prediction_row(source: str, probabilities: Tensor, classes: Sequence[str], true_class: str = "") -> dict[str, Any]:
+    best = int(probabilities.argmax())
+    row = {"source": source, "true_class": true_class, "predicted_class": classes[best],
+           "confidence": f"{float(probabilities[best]):.4f}", "error": ""}
+    row.update({f"p_{name}": f"{float(p):.4f}" for name, p in zip(classes, probabilities)})
+    return row
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], classes: Sequence[str], unreadable: Sequence[tuple[str, str]]) -> str:
+    """Write the rows, then one row per unreadable file with its reason; returns the line that says so."""
+    table = rows + [{"source": file, "error": why} for file, why in unreadable]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = ["source", "true_class", "predicted_class", "confidence", "error"] + [f"p_{c}" for c in classes]
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(table)
+    skipped = f"; {len(unreadable)} file(s) were not readable images (listed there)" if unreadable else ""
+    return f"Wrote {len(rows)} predictions to {path}{skipped}."
