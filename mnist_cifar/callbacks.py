@@ -34,7 +34,9 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from mnist_cifar.loggers import MLFlowLogger
 
 # What the HParams row shows, and the scalar tag it reads each from.
-RESULT_METRICS = {"val/acc_best": "hp/val_acc_best", "test/acc": "hp/test_acc"}
+RESULT_METRICS = {"val/acc_best": "results/val_acc_best", "test/acc": "results/test_acc"}
+# Where data and caches are read, and loader settings: they change no result, so no HParams column.
+NOT_HYPERPARAMETERS = ("data/data_dir", "data/cache_dir", "data/download", "data/predict_path", "data/num_workers")
 
 
 def image_loggers(trainer: L.Trainer) -> list[Logger]:
@@ -126,38 +128,52 @@ def normalization(trainer: L.Trainer) -> tuple[Sequence[float], Sequence[float]]
 
 
 class HParamsWithResults(L.Callback):
-    """One HParams row per run: model and data hparams, with the best `val/acc` and the `test/acc` as metrics.
+    """One HParams row per training run: its model and data hparams, the best `val/acc` and the `test/acc` of the
+    checkpoint `fit` tested; a `test --ckpt_path` from a checkpoint is a row of its own that says so (`Run: test of
+    <checkpoint>`) and holds only the test figure it measured.
+    Paths and loader settings are left out: they change no result.
 
-    TensorBoard keeps only the *first* hparams record of a run and reads each metric's value from the last
-    scalar of that name, so the record is written once, when training (or a test) starts, through `TensorBoardLogger.log_hyperparams`
-    with the result metrics declared (`hp/val_acc_best`, `hp/test_acc`; the logger writes them as 0 at step 0),
-    and the values arrive later as scalars of those names. The logger's own placeholder record
-    (`default_hp_metric`) must be off (default.yaml does so), or it would be the first.
+    TensorBoard keeps the first hparams record of a run and reads each declared metric from the last scalar of
+    that name, leaving the cell empty where there is none. So the record is written once, when training (or the
+    evaluation) starts, with the metrics declared but no values: Lightning's `log_hyperparams(params, metrics)`
+    would also write each metric as a 0 scalar at step 0, a placeholder that draws as a ramp to the final value
+    and fills an evaluation's row with a 0 for what it never measured. The values are written once each, when
+    they exist, as `results/val_acc_best` (at the end of fit) and `results/test_acc` (at the end of a test). The
+    logger's own placeholder record (`default_hp_metric`) must be off (default.yaml does so).
     """
 
     def __init__(self) -> None:
         self.written: set[str] = set()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.write_record(trainer, pl_module, resumed=trainer.global_step > 0)
+        self.write_record(trainer, pl_module, "fit", resumed=trainer.global_step > 0)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.write_record(trainer, pl_module)
+        if trainer.global_step > 0:  # the test `fit` ends with (also in a spawned process): the fit's row holds it
+            return
+        self.write_record(trainer, pl_module, f"test of {trainer.ckpt_path or 'the weights in memory'}")
 
-    def write_record(self, trainer: L.Trainer, pl_module: L.LightningModule, resumed: bool = False) -> None:
+    def write_record(self, trainer: L.Trainer, pl_module: L.LightningModule, kind: str, resumed: bool = False) -> None:
         """Once per run folder; a resumed fit continues a folder that has its record already."""
+        from torch.utils.tensorboard.summary import hparams
+
         logger = tensorboard_logger(trainer)
         if logger is None or not trainer.is_global_zero or logger.log_dir in self.written:
             return
         self.written.add(logger.log_dir)
         if resumed:
             return
-        params = flatten(pl_module.hparams, "model/")
+        params: dict[str, Any] = {"Run": kind, **flatten(pl_module.hparams, "model/")}  # capital: the first column
         datamodule = trainer.datamodule
         if datamodule is not None:
             params["data/class"] = type(datamodule).__name__
             params.update(flatten(datamodule.hparams, "data/"))
-        logger.log_hyperparams(params, metrics=dict.fromkeys(RESULT_METRICS.values(), 0.0))
+        for where in NOT_HYPERPARAMETERS:  # the table shows the first columns by name: keep paths out of them
+            params.pop(where, None)
+        logger.log_hyperparams(params)  # hparams.yaml; without metrics Lightning writes no summary and no scalar
+        writer = logger.experiment.file_writer
+        for summary in hparams(params, dict.fromkeys(RESULT_METRICS.values(), 0.0)):  # names only: no values
+            writer.add_summary(summary)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = tensorboard(trainer)

@@ -253,7 +253,8 @@ def refuse_top_level_optimizer(argv: Sequence[str]) -> None:
 
 
 LIGHTNING_MLFLOW = {"lightning.pytorch.loggers.MLFlowLogger", "lightning.pytorch.loggers.mlflow.MLFlowLogger"}
-FIGURE_LOGGERS = {"lightning.pytorch.loggers.TensorBoardLogger", "mnist_cifar.loggers.MLFlowLogger"}
+FIGURE_LOGGERS = {"lightning.pytorch.loggers.TensorBoardLogger", "mnist_cifar.loggers.TensorBoardLogger",
+                  "mnist_cifar.loggers.MLFlowLogger"}
 
 
 def check_loggers(config: Namespace) -> None:

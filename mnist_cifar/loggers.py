@@ -1,4 +1,4 @@
-"""Loggers beside TensorBoard: CSV and MLflow, each with a run folder of its own, and `run_dir`, the run's folder.
+"""The loggers: TensorBoard laid out for a reader, CSV and MLflow, each with a run folder, and `run_dir`, the run's folder.
 
 `CSVLogger` is Lightning's, made to continue a resumed run's `metrics.csv` instead of deleting it.
 
@@ -23,6 +23,7 @@ from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
+from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.mlflow import _MLFLOW_AVAILABLE
 from lightning.pytorch.utilities import rank_zero_only
@@ -35,6 +36,33 @@ class _ContinuingWriter(ExperimentWriter):
         if self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as file:
                 self.metrics_keys = sorted(next(csv.reader(file), []))
+
+
+# TensorBoard orders chart groups (a tag's first path part) by name, numbers before letters (Time Series'
+# `compareTagNames`, tensorboard/webapp/metrics/views/utils.ts): the curves get the first two places.
+CURVE_GROUPS = {"train/": "1 train/", "val/": "2 val/"}
+COUNTERS = {"epoch"}  # Lightning adds `epoch` to every logging call: a counter, not a curve
+
+
+def tensorboard_tag(name: str) -> str:
+    """The tag TensorBoard shows for a metric: `1 train/loss` for `train/loss`, `2 val/acc` for `val/acc`, else the name."""
+    return next((shown + name[len(group):] for group, shown in CURVE_GROUPS.items() if name.startswith(group)), name)
+
+
+class TensorBoardLogger(LightningTensorBoardLogger):
+    """Lightning's TensorBoardLogger, laid out for the person reading TensorBoard.
+
+    TensorBoard sorts chart groups by name, so with Lightning's names the dashboard opened on `epoch` (the counter
+    Lightning adds to every logging call), then `hp/*`, `lr-*`, `run/*` and fifteen `test/*` cards before the first
+    training curve. Here the curves come first, as `1 train/*` and `2 val/*` (names otherwise unchanged: TensorBoard's
+    tag filter finds `val/acc`), and `epoch` is left out (the x axis is the step; `metrics.jsonl` keeps the epoch).
+    Only TensorBoard's tags change: the other loggers, the callbacks and the report see `train/loss`, `val/acc`.
+    """
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        shown = {tensorboard_tag(name): value for name, value in metrics.items() if name not in COUNTERS}
+        if shown:
+            super().log_metrics(shown, step)
 
 
 class CSVLogger(LightningCSVLogger):

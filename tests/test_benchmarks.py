@@ -36,3 +36,13 @@ def test_lenet_speed_compares_against_the_notes_loop(tmp_path: Path) -> None:
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 5 and "baseline" in rows[0]["setting"] and rows[0]["vs_baseline"] == "1.0"
     assert all(int(r["images_per_s"]) > 0 for r in rows)
+
+
+def test_export_speed_compares_the_files_with_the_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "export_speed.csv"
+    run_script("export_speed.py", "--configs", "lenet_mnist", "--images", "512", "--rounds", "1", "--csv", str(out),
+               cwd=tmp_path)
+    rows = list(csv.DictReader(out.open()))
+    assert [r["setting"] for r in rows] == [f"lenet_mnist: {name}, batch 256" for name in
+                                            ("checkpoint (eager torch)", "ONNX in onnxruntime", "torch.export program")]
+    assert rows[0]["vs_checkpoint"] == "1.0" and all(float(r["vs_checkpoint"]) > 0 for r in rows)

@@ -64,25 +64,90 @@ def test_per_class_accuracy_adds_up_to_the_test_accuracy(fitted: tuple[Experimen
     assert counts.sum() == 60 and counts.diag().sum() / 60 == pytest.approx(test_acc, abs=1e-6)
 
 
+def records(run_dir: Path) -> list[tuple[str, object]]:
+    """Every (tag, value) the run's event files hold, in order (fit's file, then later ones)."""
+    files = sorted(run_dir.glob("events.out.tfevents.*"))
+    return [(value.tag, value) for file in files for event in EventFileLoader(str(file)).Load()
+            for value in event.summary.value]
+
+
+def session_hparams(events: EventAccumulator) -> dict:
+    content = events.PluginTagToContent("hparams")
+    return HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info.hparams
+
+
 def test_hparams_record_names_the_run_and_its_results(fitted: tuple[ExperimentCLI, EventAccumulator]) -> None:
     result, events = fitted
     content = events.PluginTagToContent("hparams")
     experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    assert {metric.name.tag for metric in experiment.metric_infos} == {"hp/val_acc_best", "hp/test_acc"}
-    start = HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info.hparams
+    assert {metric.name.tag for metric in experiment.metric_infos} == {"results/val_acc_best", "results/test_acc"}
+    start = session_hparams(events)
+    assert start["Run"].string_value == "fit" and "data/data_dir" not in start
     assert start["model/net/class_path"].string_value == "mnist_cifar.models.CifarLeNet"
     assert start["model/optimizer/init_args/lr"].number_value == pytest.approx(1e-3)
     assert start["data/class"].string_value == "CIFAR10DataModule"
     assert start["data/batch_size"].number_value == 32 and start["data/augment"].string_value == "True"
 
-    scalars = events.Tags()["scalars"]
     best = result.trainer.checkpoint_callback.best_model_score.item()
-    assert events.Scalars("hp/val_acc_best")[-1].value == pytest.approx(best)
-    assert events.Scalars("hp/test_acc")[-1].value == pytest.approx(result.trainer.callback_metrics["test/acc"].item())
-    assert "hp_metric" not in scalars  # no placeholder record from the logger
-    files = sorted(Path(result.trainer.log_dir).glob("events.out.tfevents.*"))  # fit's, then the test's
-    records = [value.tag for file in files for event in EventFileLoader(str(file)).Load() for value in event.summary.value]
-    assert records.count("_hparams_/experiment") == 1  # TensorBoard keeps only the first; the test adds none
+    test_acc = result.trainer.callback_metrics["test/acc"].item()
+    # One value each, written once it exists: no placeholder at step 0 that would draw as a ramp.
+    assert [s.value for s in events.Scalars("results/val_acc_best")] == [pytest.approx(best)]
+    assert [s.value for s in events.Scalars("results/test_acc")] == [pytest.approx(test_acc)]
+    assert events.Scalars("results/test_acc")[0].step == result.trainer.global_step > 0
+    assert "hp_metric" not in events.Tags()["scalars"]  # no placeholder record from the logger
+    assert [tag for tag, _ in records(Path(result.trainer.log_dir))].count("_hparams_/experiment") == 1
+
+
+def test_no_scalar_starts_with_a_placeholder(fitted: tuple[ExperimentCLI, EventAccumulator]) -> None:
+    """Every scalar a person reads as a curve holds measured values only: none is a constant written before it
+    was measured (each tag's first value is at a step where that figure existed, and no tag is written twice at
+    one step)."""
+    result, events = fitted
+    for tag in events.Tags()["scalars"]:
+        steps = [s.step for s in events.Scalars(tag)]
+        assert len(steps) == len(set(steps)), tag
+        if tag.startswith(("results/", "test/", "2 val/")):
+            assert min(steps) > 0, tag  # measured after training steps, not announced at step 0
+
+
+def tensorboard_order(tag: str) -> tuple:
+    """TensorBoard's group order (tensorboard/webapp/metrics/views/utils.ts compareTagNames): by the first path
+    part, a leading number first and numerically, then text by character code."""
+    group = tag.split("/", 1)[0]
+    head = group.split(" ", 1)[0]
+    return (0, float(head), group) if head.isdigit() else (1, 0.0, group)
+
+
+def test_the_dashboard_shows_the_training_curves_first(fitted: tuple[ExperimentCLI, EventAccumulator]) -> None:
+    _, events = fitted
+    tags = events.Tags()["scalars"] + events.Tags()["images"]
+    groups = list(dict.fromkeys(tag.split("/", 1)[0] for tag in sorted(tags, key=tensorboard_order)))
+    assert groups[:2] == ["1 train", "2 val"], groups
+    assert {"1 train/loss", "1 train/acc", "2 val/loss", "2 val/acc"} <= set(tags)
+    assert "epoch" not in tags and not any(tag.startswith("hp/") for tag in tags)
+    assert "train/loss" in result_metrics(fitted[0]) and "val/acc" in result_metrics(fitted[0])  # names unchanged
+
+
+def result_metrics(result: ExperimentCLI) -> dict:
+    from mnist_cifar.run_record import read_record
+
+    return read_record(Path(result.trainer.log_dir)) or {}
+
+
+def test_a_test_from_a_checkpoint_is_a_row_that_says_so_without_placeholders(
+    fitted: tuple[ExperimentCLI, EventAccumulator], cifar_dir: Path
+) -> None:
+    result, _ = fitted
+    best = result.trainer.checkpoint_callback.best_model_path
+    tested = cli("test", "--ckpt_path", best, "--data.data_dir", str(cifar_dir))
+    run_dir = Path(tested.trainer.log_dir)
+    assert run_dir != Path(result.trainer.log_dir)
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0}).Reload()
+    assert session_hparams(events)["Run"].string_value == f"test of {best}"
+    assert "results/val_acc_best" not in events.Tags()["scalars"]  # not measured here: an empty cell, not a 0
+    assert [s.value for s in events.Scalars("results/test_acc")] == [
+        pytest.approx(tested.trainer.callback_metrics["test/acc"].item())]
+    assert [tag for tag, _ in records(run_dir)].count("_hparams_/session_start_info") == 1
 
 
 def test_sample_grid_is_the_augmented_batch_the_network_trains_on(
@@ -160,7 +225,7 @@ def test_step_loss_is_logged_every_n_steps_at_lightnings_steps(cifar_dir: Path, 
                  "2", "--trainer.logger.init_args.save_dir", str(tmp_path), "--test_after_fit", "false")
     steps = result.trainer.global_step
     events = EventAccumulator(result.trainer.log_dir).Reload()
-    logged = events.Scalars("train/loss_step")
+    logged = events.Scalars("1 train/loss_step")  # TensorBoard's name of train/loss_step (loggers.tensorboard_tag)
     assert steps >= 4 and [s.step for s in logged] == list(range(1, steps, 2))
     assert all(0 < s.value < 10 for s in logged)
     assert "train/loss_step" not in result.trainer.callback_metrics  # not also kept by Lightning each step
