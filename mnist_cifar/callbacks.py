@@ -18,6 +18,7 @@ The test callbacks read the logits that `ImageClassifier.test_step` returns.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -127,6 +128,17 @@ def normalization(trainer: L.Trainer) -> tuple[Sequence[float], Sequence[float]]
     return getattr(trainer.datamodule, "normalization", ((0.0,), (1.0,)))
 
 
+def shown_checkpoint(trainer: L.Trainer) -> str:
+    """The checkpoint a test evaluates, as `<name>/<version>/checkpoints/<file>` when it lies under the logs."""
+    if not trainer.ckpt_path:
+        return "the weights in memory"
+    logger = tensorboard_logger(trainer)
+    path = Path(trainer.ckpt_path).expanduser().resolve()
+    if logger is not None and path.is_relative_to(Path(logger.save_dir).expanduser().resolve()):
+        return str(path.relative_to(Path(logger.save_dir).expanduser().resolve()))
+    return str(trainer.ckpt_path)
+
+
 class HParamsWithResults(L.Callback):
     """One HParams row per training run: its model and data hparams, the best `val/acc` and the `test/acc` of the
     checkpoint `fit` tested; a `test --ckpt_path` from a checkpoint is a row of its own that says so (`Run: test of
@@ -151,7 +163,7 @@ class HParamsWithResults(L.Callback):
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step > 0:  # the test `fit` ends with (also in a spawned process): the fit's row holds it
             return
-        self.write_record(trainer, pl_module, f"test of {trainer.ckpt_path or 'the weights in memory'}")
+        self.write_record(trainer, pl_module, f"test of {shown_checkpoint(trainer)}")
 
     def write_record(self, trainer: L.Trainer, pl_module: L.LightningModule, kind: str, resumed: bool = False) -> None:
         """Once per run folder; a resumed fit continues a folder that has its record already."""

@@ -143,7 +143,9 @@ def test_a_test_from_a_checkpoint_is_a_row_that_says_so_without_placeholders(
     run_dir = Path(tested.trainer.log_dir)
     assert run_dir != Path(result.trainer.log_dir)
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0}).Reload()
-    assert session_hparams(events)["Run"].string_value == f"test of {best}"
+    shown = Path(best).resolve().relative_to(Path(result.trainer.logger.save_dir).resolve())
+    assert session_hparams(events)["Run"].string_value == f"test of {shown}"
+    assert str(shown).startswith("lenet_cifar/version_0/checkpoints/epoch")
     assert "results/val_acc_best" not in events.Tags()["scalars"]  # not measured here: an empty cell, not a 0
     assert [s.value for s in events.Scalars("results/test_acc")] == [
         pytest.approx(tested.trainer.callback_metrics["test/acc"].item())]
