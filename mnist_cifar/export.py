@@ -92,7 +92,9 @@ def load(ckpt_path: str, cli_args: Sequence[str]) -> Loaded:
     from mnist_cifar.checkpoints import load_checkpoint, with_checkpoint_config
     from mnist_cifar.cli import DEFAULT_CONFIG, build
 
-    argv = with_checkpoint_config(["test", "--ckpt_path", ckpt_path, *cli_args])  # its config first, yours after
+    # The checkpoint's config first, yours after; float32, which the exported graph computes in (a run trained in
+    # 16-mixed on a GPU would otherwise be refused on the CPU before anything is built).
+    argv = with_checkpoint_config(["test", "--ckpt_path", ckpt_path, "--trainer.precision", "32-true", *cli_args])
     at = argv.index("--ckpt_path")
     with _quiet_trainer():
         cli = build([*argv[1:at], *argv[at + 2 :], "--trainer.logger", "false"], DEFAULT_CONFIG)
@@ -238,6 +240,8 @@ def export(ckpt_path: str, fmt: str = "onnx", output: str | None = None, batch_s
     """Write the export of `ckpt_path` and return its path and parity; raise `ExportError` (writing nothing) when
     the export or its parity fails."""
     _require(fmt)
+    if batch_size < 1:
+        raise ExportError(f"--batch_size must be at least 1, got {batch_size}.")
     target = Path(output).expanduser() if output else default_output(ckpt_path, fmt)
     if target.suffix != SUFFIXES[fmt]:
         raise ExportError(f"--output {target} does not end in {SUFFIXES[fmt]}, the suffix of --format {fmt}.")

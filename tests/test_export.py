@@ -161,5 +161,7 @@ def test_export_errors_are_one_paragraph(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real_find_spec(name, *a))
     with pytest.raises(export.ExportError, match=r"onnxscript is not installed: pip install -e '\.\[export\]'"):
         export.export(str(tmp_path / "x.ckpt"), "onnx")
+    with pytest.raises(export.ExportError, match="--batch_size must be at least 1, got 0"):
+        export.export(str(tmp_path / "x.ckpt"), "exported_program", batch_size=0)
     with pytest.raises(export.ExportError, match="does not end in .pt2"):
         export.export(str(tmp_path / "x.ckpt"), "exported_program", output=str(tmp_path / "x.onnx"))
