@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from mnist_cifar.cli import DEFAULT_CONFIG, build
-from mnist_cifar.export import Loaded, write
+from mnist_cifar.export import Loaded, checkpoint_logits, write
 from mnist_cifar.exported import ExportedModel
 from results_csv import append_rows  # benchmarks/ is on the path when a script here runs
 
@@ -64,13 +64,8 @@ def main() -> None:
             files = {fmt: Path(tmp) / f"{config}{suffix}" for fmt, suffix in (("onnx", ".onnx"), ("exported_program", ".pt2"))}
             for fmt, path in files.items():
                 write(model, fmt, path)
-            data, net = model.data, model.model
-
-            def checkpoint(raw: torch.Tensor) -> torch.Tensor:
-                with torch.no_grad():
-                    return net._logits(data.preprocess(data._to_input_channels(raw)), "test")
-
-            runners = {"checkpoint (eager torch)": checkpoint,
+            data = model.data
+            runners = {"checkpoint (eager torch)": lambda raw, model=model: checkpoint_logits(model, raw),
                        "ONNX in onnxruntime": ExportedModel(files["onnx"], threads=args.threads),
                        "torch.export program": ExportedModel(files["exported_program"])}
             images = torch.randint(0, 256, (args.images, *data.image_shape), dtype=torch.uint8)

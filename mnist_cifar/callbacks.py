@@ -134,9 +134,8 @@ def shown_checkpoint(trainer: L.Trainer) -> str:
         return "the weights in memory"
     logger = tensorboard_logger(trainer)
     path = Path(trainer.ckpt_path).expanduser().resolve()
-    if logger is not None and path.is_relative_to(Path(logger.save_dir).expanduser().resolve()):
-        return str(path.relative_to(Path(logger.save_dir).expanduser().resolve()))
-    return str(trainer.ckpt_path)
+    logs = Path(logger.save_dir).expanduser().resolve() if logger is not None else None
+    return str(path.relative_to(logs)) if logs is not None and path.is_relative_to(logs) else str(trainer.ckpt_path)
 
 
 class HParamsWithResults(L.Callback):

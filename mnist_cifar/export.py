@@ -188,17 +188,11 @@ class Parity:
                 f"{self.checkpoint_accuracy:.4%} (checkpoint) / {self.exported_accuracy:.4%} (exported)")
 
 
-def test_split(data: Any) -> tuple[Tensor, Tensor]:  # noqa: ANN401
-    """The test split as stored (before the luma conversion of a grayscale run): what a user would feed."""
-    data.prepare_data()
-    source = data.find_source()
-    return data.read_split(source, "test")
-
-
 def check_parity(loaded: Loaded, run_exported: Any, batch_size: int) -> Parity:  # noqa: ANN401
     """The exported file against the checkpoint evaluated as `test` evaluates it, on raw test images: a few at batch
     size 1, then the whole split in batches of `batch_size` (its last batch is smaller, a third size)."""
-    images, labels = test_split(loaded.data)
+    loaded.data.prepare_data()
+    images, labels = loaded.data.stored_split("test")
     n = len(labels)
     worst = 0.0
     for i in range(min(SINGLE_IMAGES, n)):
@@ -217,10 +211,15 @@ def check_parity(loaded: Loaded, run_exported: Any, batch_size: int) -> Parity: 
     return Parity(worst, agree / n, right_checkpoint / n, right_exported / n, n, tuple(sorted(sizes)))
 
 
-def _both(loaded: Loaded, run_exported: Any, raw: Tensor) -> tuple[Tensor, Tensor]:  # noqa: ANN401
-    data, model = loaded.data, loaded.model
+def checkpoint_logits(loaded: Loaded, raw: Tensor) -> Tensor:
+    """What `test` computes for raw uint8 images: the DataModule's evaluation preprocessing, then the model."""
+    data = loaded.data
     with torch.no_grad():
-        expected = model._logits(data.preprocess(data._to_input_channels(raw)), "test").float()
+        return loaded.model._logits(data.preprocess(data._to_input_channels(raw)), "test")
+
+
+def _both(loaded: Loaded, run_exported: Any, raw: Tensor) -> tuple[Tensor, Tensor]:  # noqa: ANN401
+    expected = checkpoint_logits(loaded, raw).float()
     got = run_exported(raw).float()
     if got.shape != expected.shape:
         raise ExportError(f"The exported file gave logits of shape {tuple(got.shape)} for a batch of {len(raw)}, "

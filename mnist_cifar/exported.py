@@ -152,7 +152,7 @@ def _test_split(model: ExportedModel, data_dir: str | None) -> tuple[Tensor, Ten
                               f"read: give --data.predict_path with the images to predict.")
     data = modules[name](data_dir=data_dir)
     data.prepare_data()
-    return data.read_split(data.find_source(), "test")
+    return data.stored_split("test")
 
 
 def main(argv: Sequence[str]) -> None:

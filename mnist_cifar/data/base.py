@@ -191,11 +191,16 @@ class ImageDataModule(L.LightningDataModule):
             f"folder holding one of them, or run once with internet access to download it there."
         )
 
-    def _load(self, split: str) -> Split:
+    def stored_split(self, split: str) -> Split:
+        """`split` as the files hold it, before the luma conversion of a grayscale run: what a user of an exported
+        file feeds it (`mnist_cifar.export`)."""
         source = self.find_source()
         if source is None:
             raise self._not_found("it was not downloaded (prepare_data did not run or download is disabled)")
-        images, labels = self.read_split(source, split)
+        return self.read_split(source, split)
+
+    def _load(self, split: str) -> Split:
+        images, labels = self.stored_split(split)
         return self._to_input_channels(images), labels
 
     def _to_input_channels(self, images: Tensor) -> Tensor:
