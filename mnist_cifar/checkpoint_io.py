@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch.plugins import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_warn
 
 from mnist_cifar.errors import CheckpointError
 
@@ -138,8 +139,28 @@ def no_room_error(target: Path, size: int, error: OSError) -> CheckpointError:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint plugin with atomic, hashed saves. Loads are verified once, where every load of a
-    classifier ends: `ImageClassifier.on_load_checkpoint` (Trainer restores and `load_from_checkpoint` alike)."""
+    """Lightning's checkpoint plugin with atomic, hashed saves, which deletes only what it wrote.
+
+    Loads are verified once, where every load of a classifier ends: `ImageClassifier.on_load_checkpoint` (Trainer
+    restores and `load_from_checkpoint` alike). Removal is Lightning's one way to delete (a superseded best or
+    top-k checkpoint, the previous `last.ckpt`): here it removes a single `.ckpt` file, never a URL or a folder,
+    and only in a folder this process has saved a checkpoint into (the run's own resolved `checkpoints/`),
+    whatever paths a restored checkpoint named and whatever the current folder is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folders_written: set[Path] = set()
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         atomic_save(checkpoint, path)
+        self.folders_written.add(Path(os.path.abspath(path)).parent.resolve())
+
+    def remove_checkpoint(self, path: Any) -> None:
+        text = os.fspath(path)
+        file = Path(os.path.abspath(Path(text).expanduser())) if "://" not in text else None
+        if file is None or file.suffix != ".ckpt" or file.parent.resolve() not in self.folders_written or \
+                (file.exists() and not (file.is_file() or file.is_symlink())):
+            rank_zero_warn(f"Not removing {text}: a run removes only the .ckpt files it saved in its own checkpoints "
+                           f"folder ({', '.join(map(str, sorted(self.folders_written))) or 'none yet'}).")
+            return
+        file.unlink(missing_ok=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -24,9 +23,10 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from mnist_cifar.checkpoint_io import state_dict_mismatch, verify
-from mnist_cifar.checkpoints import confine_callback_paths, refuse_untrusted_checkpoint
+from mnist_cifar.checkpoints import refuse_untrusted_checkpoint
 from mnist_cifar.data import augment
 from mnist_cifar.errors import CheckpointError, ConfigError
+from mnist_cifar.runs.saved_paths import adopt_saved_paths
 
 Batch = tuple[Tensor, Tensor]
 LIVE_OBJECT_ARGS = ("net", "optimizer", "scheduler")
@@ -143,7 +143,7 @@ class ImageClassifier(L.LightningModule):
         self._restored_schedule_lengths = [state.get("total_steps") if isinstance(state, dict) else None
                                            for state in checkpoint.get("lr_schedulers", [])]
         if where != "being loaded":
-            dropped = confine_callback_paths(checkpoint, Path(where).expanduser().parent)
+            dropped = adopt_saved_paths(checkpoint, where, self.trainer.checkpoint_callbacks)
             if dropped:
                 rank_zero_warn(
                     f"The checkpoint {where} named saved checkpoints outside its own folder ({', '.join(dropped[:3])}): "

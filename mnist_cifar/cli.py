@@ -28,7 +28,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_only
 
 from mnist_cifar.checkpoint_io import NO_ROOM
-from mnist_cifar.checkpoints import check_checkpoint, find_last, run_folder_of, with_checkpoint_config
+from mnist_cifar.checkpoints import check_checkpoint, find_last, with_checkpoint_config
 from mnist_cifar.classifier import ImageClassifier, refuse_torch_one_cycle
 from mnist_cifar.data import ImageDataModule
 from mnist_cifar.errors import ConfigError, UserFacingError
@@ -36,6 +36,9 @@ from mnist_cifar.experiments.logs import add_process_seconds
 from mnist_cifar.loggers import run_dir
 from mnist_cifar.provenance import provenance
 from mnist_cifar.run_record import RunRecord
+from mnist_cifar.runs.folder import RunFolder
+from mnist_cifar.runs.lock import hold, release
+from mnist_cifar.runs.yaml_bounds import bound_jsonargparse, check_config_files
 from mnist_cifar.resume import LatestCheckpoint, NonFiniteLoss, RunStopped, StopOnSignal, die_with_the_launcher
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -85,9 +88,9 @@ class RunConfigSaver(SaveConfigCallback):
         record, self._resume_record = self._resume_record, None
         if record is None or not trainer.is_global_zero:
             return
-        folder = self._run_dir
-        number = 1 + sum(1 for _ in folder.glob("resume_*.yaml"))
-        (folder / f"resume_{number}.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+        run = RunFolder.at(self._run_dir)
+        number = 1 + len(run.resume_records())
+        run.resume_record(number).write_text(yaml.safe_dump(record, sort_keys=False))
 
 
 # A resume runs in the run's own folder by definition: where the logger writes is the same place, however spelled.
@@ -143,6 +146,7 @@ class ExperimentCLI(LightningCLI):
         else:
             argv = list(sys.argv[1:] if args is None else args)
             refuse_top_level_optimizer(argv)
+            check_config_files(argv)
             self.config = parser.parse_args(with_checkpoint_config(argv))
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
@@ -166,12 +170,10 @@ class ExperimentCLI(LightningCLI):
         if ckpt_path == "last":
             ckpt_path = str(find_last(Path(first.save_dir), first.get("name") or "", first.get("version")))
             config.ckpt_path = ckpt_path
-        run = run_folder_of(ckpt_path)
-        if run is not None:
+        run = RunFolder.of_checkpoint(ckpt_path)
+        if run is not None:  # the run as its checkpoint's path spells it: a linked checkpoints/ stays in its run
             for init_args in folders:
-                if Path(init_args.save_dir).expanduser().resolve() != run[0]:  # keep the spelling the run was saved
-                    init_args.save_dir = str(run[0])  # with: ModelCheckpoint compares folders as text on restore
-                init_args.name, init_args.version = run[1], run[2]
+                init_args.save_dir, init_args.name, init_args.version = str(run.save_dir), run.name, run.version
         return ckpt_path
 
     def _parse_ckpt_path(self) -> None:
@@ -213,6 +215,8 @@ class ExperimentCLI(LightningCLI):
         folder = run_dir(self.trainer)
         if folder and rank_zero_only.rank == 0:  # from the environment: ranks are not set up yet
             PROCESS_TIME["folder"] = Path(folder)
+            if self.trainer.loggers:  # one process per run folder, from here to the process's end
+                RUN_LOCK["handle"] = hold(RunFolder.at(folder))
 
     def after_fit(self) -> None:
         trainer = self.trainer
@@ -351,6 +355,7 @@ def _quiet_full_disk_in_threads(hook_args: threading.ExceptHookArgs) -> None:
 
 
 PROCESS_TIME: dict[str, Path] = {}  # the run folder of this process's `fit`, once known (rank zero only)
+RUN_LOCK: dict[str, int] = {}  # the lock this process holds on that folder
 
 
 def run(args: Sequence[str] | None = None, default_config: Path | None = None,
@@ -363,12 +368,14 @@ def run(args: Sequence[str] | None = None, default_config: Path | None = None,
     threading.excepthook = _quiet_full_disk_in_threads
     die_with_the_launcher()
     PROCESS_TIME.clear()
+    bound_jsonargparse()
     try:
         return _run(args, defaults)
     finally:
         folder = PROCESS_TIME.pop("folder", None)
         if started is not None and folder is not None and folder.is_dir():
             add_process_seconds(folder, time.monotonic() - started)
+        release(RUN_LOCK.pop("handle", None))
 
 
 def _run(args: Sequence[str] | None, defaults: dict) -> ExperimentCLI:

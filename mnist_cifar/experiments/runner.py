@@ -10,7 +10,6 @@ those killed before their first checkpoint.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import signal
@@ -24,6 +23,8 @@ from pathlib import Path
 
 from mnist_cifar.experiments.definition import REPO, Experiment, Variant
 from mnist_cifar.experiments.logs import is_complete
+from mnist_cifar.runs.folder import RunFolder
+from mnist_cifar.runs.lock import INHERITED_LOCK_ENV, try_lock
 from mnist_cifar.parent_death import die_with_parent
 
 FIRST_SEED = 42
@@ -143,24 +144,23 @@ LOCKED = "skipped (another process is running it)"
 
 
 def lock_path(folder: Path) -> Path:
-    """Beside the run folder, not in it: a run that restarts afresh deletes its folder."""
-    return folder.parent / f".{folder.name}.lock"
+    """The run's own lock file (`RunFolder.lock`): the one every `fit` in that folder holds too."""
+    return RunFolder.at(folder).lock
 
 
 def lock_run(folder: Path) -> int | None:
     """An exclusive `flock` on the run's lock file, or None when another process holds it.
 
-    The descriptor is handed to the run's `fit` process, so the lock lasts as long as either of them: a runner
-    killed with -9 leaves its run locked until the run has stopped too, and a second runner never starts a second
+    The descriptor is handed to the run's `fit` process (`handing_down`), which holds that same lock instead of
+    asking for its own, so the lock lasts as long as either of them: a runner killed with -9 leaves its run
+    locked until the run has stopped too, and a second runner, or a `fit` typed by hand, never starts a second
     process on the same folder (two would delete each other's temporary checkpoint files)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    handle = os.open(lock_path(folder), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(handle)
-        return None
-    return handle
+    return try_lock(RunFolder.at(folder))
+
+
+def handing_down(lock: int, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The child's environment, naming the lock descriptor it inherits (`pass_fds`)."""
+    return {**(os.environ if env is None else env), INHERITED_LOCK_ENV: str(lock)}
 
 
 def die_with_the_runner(runner: int) -> Callable[[], None]:
@@ -187,7 +187,7 @@ def _start(run: Run, slot: int, jobs: int, gpus: list[str] | None, threads: list
     output = None if jobs == 1 else open(run.folder / "output.log", "w")  # noqa: SIM115 (the child owns it)
     where = "" if output is None else f" (output: {run.folder / 'output.log'})"
     resume_args = ["--ckpt_path=last"] if resume else []  # the run's own folder: its logger version is fixed
-    process = subprocess.Popen([sys.executable, str(MAIN), *run.args, *threads, *resume_args], env=env,
+    process = subprocess.Popen([sys.executable, str(MAIN), *run.args, *threads, *resume_args], env=handing_down(lock, env),
                                stdout=output, stderr=subprocess.STDOUT if output else None, pass_fds=(lock,),
                                preexec_fn=die_with_the_runner(os.getpid()))
     how = "resume" if resume else "start"

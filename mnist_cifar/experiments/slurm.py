@@ -34,7 +34,7 @@ from typing import Any
 from mnist_cifar.errors import ConfigError
 from mnist_cifar.experiments.definition import Experiment
 from mnist_cifar.experiments.logs import is_complete
-from mnist_cifar.experiments.runner import MAIN, Run, lock_run, plan, start_afresh
+from mnist_cifar.experiments.runner import MAIN, Run, handing_down, lock_run, plan, start_afresh
 from mnist_cifar.parent_death import die_with_parent
 
 REQUEUE_SIGNAL = signal.SIGUSR2  # submitit's default (SUBMITIT_PREEMPT_SIGNAL); forwarded to the run as SIGTERM
@@ -200,6 +200,7 @@ class SlurmRun:
             self._child = subprocess.Popen(
                 [sys.executable, str(MAIN), *self.command, *(["--ckpt_path=last"] if resume else [])],
                 stdout=output, stderr=subprocess.STDOUT, pass_fds=() if lock is None else (lock,),
+                env=None if lock is None else handing_down(lock),
                 preexec_fn=_run_process_setup(os.getpid()))
             return self._child.wait()
 

@@ -48,7 +48,8 @@ import yaml
 from mnist_cifar.errors import ConfigError
 from mnist_cifar.experiments.definition import REPO, overrides
 from mnist_cifar.experiments.logs import process_seconds, read_scalars
-from mnist_cifar.experiments.runner import MAIN, die_with_the_runner, lock_run, start_afresh, thread_args
+from mnist_cifar.experiments.runner import (MAIN, die_with_the_runner, handing_down, lock_run, start_afresh,
+                                           thread_args)
 from mnist_cifar.tuning import PRUNED_FILE, open_storage
 
 STUDY_KEYS = {"description", "config", "args", "space", "objective", "direction", "sampler", "pruner", "trials",
@@ -246,7 +247,7 @@ class Tuner:
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "output.log", "a") as output:
             child = subprocess.Popen(self._command(trial_id, number, params, resume), stdout=output,
-                                     stderr=subprocess.STDOUT, pass_fds=(lock,),
+                                     stderr=subprocess.STDOUT, pass_fds=(lock,), env=handing_down(lock),
                                      preexec_fn=die_with_the_runner(os.getpid()))
             with self.lock:
                 self.children.add(child)

@@ -1,0 +1,117 @@
+"""The run folder: its layout, its identity, and the one process that may write in it.
+
+`<save_dir>/<name>/<version>/` holds one run: `config.yaml` (what it was started with), `provenance.json`,
+`checkpoints/` (the best `epoch*.ckpt` and `last.ckpt`), `metrics.jsonl`, `process.json`, `resume_<N>.yaml`
+(one per resume), TensorBoard's events, and beside it `.<version>.lock`. `RunFolder` is the only code that
+spells those names.
+
+Symlinks are resolved once, the same way everywhere: a run is found from a checkpoint's path *as written*
+(`<run>/checkpoints/x.ckpt`, so a `checkpoints/` that is a link still belongs to its run), loggers keep
+that spelling, and every question of identity (is this the same run, is this file inside it, which lock)
+is asked of the resolved folder (`real`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+CHECKPOINTS = "checkpoints"
+LAST = "last.ckpt"
+CHECKPOINT_SUFFIX = ".ckpt"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """One run's folder. `path` is absolute and spelled as the user or the logger spelled it (`..` collapsed,
+    symlinks kept); `real` is where it is on disk."""
+
+    path: Path
+
+    @classmethod
+    def at(cls, folder: str | os.PathLike) -> RunFolder:
+        return cls(Path(os.path.abspath(Path(folder).expanduser())))
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: str | os.PathLike) -> RunFolder | None:
+        """The run a checkpoint at `<run>/checkpoints/<file>` belongs to (by its path as written), else None."""
+        file = Path(os.path.abspath(Path(checkpoint).expanduser()))
+        if file.parent.name != CHECKPOINTS or len(file.parents) < 4:
+            return None
+        return cls(file.parents[1])
+
+    @cached_property
+    def real(self) -> Path:
+        return self.path.resolve()
+
+    # -- what the loggers need to write here again ---------------------------------------------------
+    @property
+    def save_dir(self) -> Path:
+        return self.path.parents[1]
+
+    @property
+    def name(self) -> str:
+        return self.path.parent.name
+
+    @property
+    def version(self) -> str:
+        return self.path.name
+
+    # -- the layout ----------------------------------------------------------------------------------
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def provenance(self) -> Path:
+        return self.path / "provenance.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / LAST
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def process(self) -> Path:
+        return self.path / "process.json"
+
+    def resume_record(self, number: int) -> Path:
+        return self.path / f"resume_{number}.yaml"
+
+    def resume_records(self) -> list[Path]:
+        return sorted(self.path.glob("resume_*.yaml"))
+
+    @property
+    def lock(self) -> Path:
+        """Beside the folder, not in it: a run that starts afresh empties its folder, and the lock must outlive that."""
+        return self.real.parent / f".{self.real.name}.lock"
+
+    @property
+    def predictions(self) -> Path:
+        return self.path / "predictions.csv"
+
+    # -- identity --------------------------------------------------------------------------------------
+    def same_as(self, other: RunFolder) -> bool:
+        return self.real == other.real
+
+    def owns_checkpoint(self, file: str | os.PathLike) -> bool:
+        """Whether `file` is a checkpoint file directly in this run's (resolved) `checkpoints/` folder.
+
+        Never a URL, never a folder, never outside: what Lightning may delete when a better checkpoint replaces it.
+        The file itself is not resolved (removing a link removes the link, not what it points to)."""
+        text = os.fspath(file)
+        if "://" in text or not text.endswith(CHECKPOINT_SUFFIX):
+            return False
+        candidate = Path(os.path.abspath(Path(text).expanduser()))
+        if candidate.parent.resolve() != self.checkpoints.resolve():
+            return False
+        return not candidate.exists() or candidate.is_symlink() or candidate.is_file()
