@@ -142,13 +142,14 @@ class ImageClassifier(L.LightningModule):
         verify(checkpoint, where)
         self._restored_schedule_lengths = [state.get("total_steps") if isinstance(state, dict) else None
                                            for state in checkpoint.get("lr_schedulers", [])]
-        if where != "being loaded":
+        if where != "being loaded" and self.trainer.state.fn == "fit":  # only fit restores the callbacks' state
             dropped = adopt_saved_paths(checkpoint, where, self.trainer.checkpoint_callbacks)
             if dropped:
                 rank_zero_warn(
                     f"The checkpoint {where} named saved checkpoints outside its own folder ({', '.join(dropped[:3])}): "
                     f"they were ignored, so nothing outside the run is read or deleted, and the tracking of the "
-                    f"best checkpoint restarts from here. A run folder that was moved or copied does this too."
+                    f"best checkpoint restarts from here. A checkpoint resumed from outside its run's checkpoints "
+                    f"folder does this too."
                 )
         problems = state_dict_mismatch(self.state_dict(), checkpoint.get("state_dict", {}))
         if problems:

@@ -134,7 +134,8 @@ def test_checkpoint_made_from_python_loads_in_python_and_on_the_command_line(mni
 
 def test_the_command_line_and_config_win_over_the_checkpoint(checkpoint: Path, mnist_dir: Path) -> None:
     plain = cli("test", "--ckpt_path", str(checkpoint), "--data.data_dir", str(mnist_dir))
-    assert plain.model.hparams.label_smoothing == 0.0 and plain.datamodule.hparams.batch_size == 32  # the checkpoint's
+    assert plain.model.hparams.label_smoothing == 0.0  # the checkpoint's
+    assert plain.datamodule.hparams.batch_size == 64  # a resource: the default's, not the checkpoint's 32
     typed = cli("test", "--ckpt_path", str(checkpoint), "--data.data_dir", str(mnist_dir),
                 "--model.label_smoothing", "0.3", "--data.eval_batch_size", "7")
     assert typed.model.hparams.label_smoothing == 0.3 and typed.datamodule.hparams.eval_batch_size == 7

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from mnist_cifar.experiments.definition import REPO, Experiment, Variant
 from mnist_cifar.experiments.logs import is_complete
-from mnist_cifar.runs.folder import RunFolder
+from mnist_cifar.runs.folder import KEPT_AFRESH, RunFolder
 from mnist_cifar.runs.lock import INHERITED_LOCK_ENV, try_lock
 from mnist_cifar.parent_death import die_with_parent
 
@@ -172,14 +172,14 @@ def die_with_the_runner(runner: int) -> Callable[[], None]:
 def start_afresh(folder: Path) -> None:
     """Empty a run folder for a run that starts again from nothing (no last.ckpt), keeping its output.log."""
     for entry in folder.iterdir() if folder.is_dir() else ():
-        if entry.name != "output.log":
+        if entry.name not in KEPT_AFRESH:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 def _start(run: Run, slot: int, jobs: int, gpus: list[str] | None, threads: list[str], lock: int) -> subprocess.Popen:
     resume = (run.folder / "checkpoints" / "last.ckpt").is_file()
     if not resume:
-        shutil.rmtree(run.folder, ignore_errors=True)  # a run killed before its first checkpoint starts afresh
+        start_afresh(run.folder)  # a run killed before its first checkpoint starts afresh
     run.folder.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if gpus:

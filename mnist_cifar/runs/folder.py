@@ -2,7 +2,7 @@
 
 `<save_dir>/<name>/<version>/` holds one run: `config.yaml` (what it was started with), `provenance.json`,
 `checkpoints/` (the best `epoch*.ckpt` and `last.ckpt`), `metrics.jsonl`, `process.json`, `resume_<N>.yaml`
-(one per resume), TensorBoard's events, and beside it `.<version>.lock`. `RunFolder` is the only code that
+(one per resume), TensorBoard's events, and `.lock`. `RunFolder` is the only code that
 spells those names.
 
 Symlinks are resolved once, the same way everywhere: a run is found from a checkpoint's path *as written*
@@ -21,6 +21,8 @@ from pathlib import Path
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
 CHECKPOINT_SUFFIX = ".ckpt"
+LOCK = ".lock"
+KEPT_AFRESH = (LOCK, "output.log")  # what emptying a run folder for a fresh start leaves: the lock, the launcher's log
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,9 @@ class RunFolder:
 
     @property
     def lock(self) -> Path:
-        """Beside the folder, not in it: a run that starts afresh empties its folder, and the lock must outlive that."""
-        return self.real.parent / f".{self.real.name}.lock"
+        """In the folder, in the resolved one (every spelling of the run finds the same file); a run that starts
+        afresh empties its folder but this file (`KEPT_AFRESH`), so the lock outlives that."""
+        return self.real / LOCK
 
     @property
     def predictions(self) -> Path:

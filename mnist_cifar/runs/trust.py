@@ -142,7 +142,7 @@ def _plain(value: Any, source: str, key: str, user_named: set[str]) -> None:
     if isinstance(value, Mapping):
         if "class_path" in value:
             raise Refused(
-                f"The checkpoint {source} holds an object to build ({value.get('class_path')!r}) at {key}, where only "
+                f"The checkpoint {source} holds an object to build ({value.get('class_path')!r}) at {key}.class_path, where only "
                 f"plain values (numbers, strings, lists) belong: a checkpoint is data and cannot choose what is "
                 f"imported or built, so nothing was loaded. If you trust the run, give that setting yourself with "
                 f"--{key} on the command line or in a --config."
@@ -178,7 +178,16 @@ def _named_class(value: Any, slot: Slot, source: str, key: str, user_named: set[
 
 
 def _parameters(cls: type) -> set[str]:
-    return {name for name in inspect.signature(cls.__init__).parameters if name != "self"}
+    """The keyword arguments `cls` takes, following `**kwargs` up its bases (as jsonargparse does)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in parameters if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    return names
 
 
 def check_model_config(hyper_parameters: Mapping[str, Any], source: str, user_named: set[str],
@@ -280,6 +289,9 @@ def check_network_size(net_config: Mapping[str, Any], state_dict: Mapping[str, A
                if k.startswith(prefix) and isinstance(v, torch.Tensor)}
     cls = _import_base(net_config["class_path"])
     init_args = dict(net_config.get("init_args") or {})
+    takes = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in takes.values()):  # the CLI links these only into what takes them
+        init_args = {k: v for k, v in init_args.items() if k not in LINKED_NET_KEYS or k in takes}
     if "weights" in init_args:
         init_args["weights"] = None
     # Twice the file's weights: a network may build a layer and replace it (TorchvisionNet's head). The budget

@@ -115,8 +115,15 @@ def check_config_files(argv: list[str]) -> None:
         else:
             continue
         file = Path(value).expanduser()
-        if len(value) < 4096 and file.is_file():
+        if _is_file(file):
             with file.open("rb") as handle:
                 check_bounds(handle.read(MAX_BYTES + 1).decode("utf-8", errors="replace"), str(value))
         else:
             check_bounds(value, "the YAML given to --config")
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for a file: YAML given inline
+        return False
