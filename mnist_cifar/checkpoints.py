@@ -99,6 +99,7 @@ def refuse_untrusted_checkpoint(path: str) -> None:
     model = check_model_config(checkpoint.get("hyper_parameters") or {}, path, set())
     if isinstance(model.get("net"), dict):
         check_network_size(model["net"], checkpoint.get("state_dict", {}), path)
+    check_data_config(checkpoint.get("datamodule_hyper_parameters") or {}, path, set())  # the whole file is checked
 
 
 def user_named_classes(argv: Sequence[str]) -> set[str]:

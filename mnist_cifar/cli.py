@@ -119,6 +119,7 @@ def _flatten(config: dict, prefix: str = "") -> dict:
 class ExperimentCLI(LightningCLI):
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 (LightningCLI's own signature)
         flush_denormals()  # first: before anything starts torch's intra-op threads
+        bound_jsonargparse()  # every YAML jsonargparse reads (configs, values, checkpoint configs) within bounds
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse's parser class)
@@ -368,7 +369,6 @@ def run(args: Sequence[str] | None = None, default_config: Path | None = None,
     threading.excepthook = _quiet_full_disk_in_threads
     die_with_the_launcher()
     PROCESS_TIME.clear()
-    bound_jsonargparse()
     try:
         return _run(args, defaults)
     finally:

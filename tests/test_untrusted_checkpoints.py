@@ -172,3 +172,157 @@ def test_load_from_checkpoint_in_python_refuses_a_foreign_class_before_importing
         ImageClassifier.load_from_checkpoint(crafted)
     assert "this" not in sys.modules
     assert isinstance(ImageClassifier.load_from_checkpoint(fitted), ImageClassifier)  # its own checkpoint loads
+
+
+# -- Every payload through every way in: refused in one paragraph, nothing run, nothing foreign imported ----------
+
+def _popen(marker: Path) -> dict:
+    return {"class_path": "mnist_cifar.experiments.runner.subprocess.Popen",
+            "init_args": {"args": f"touch {marker}", "shell": True}}
+
+
+def _linear_with_device(value: object) -> Callable[[dict], None]:
+    """`torch.nn.Linear`, whose `device` is untyped: jsonargparse would build a `{class_path}` placed there."""
+    def edit(checkpoint: dict) -> None:
+        checkpoint["hyper_parameters"]["net"] = {"class_path": "torch.nn.Linear",
+                                                 "init_args": {"in_features": 784, "out_features": 10, "device": value}}
+    return edit
+
+
+def _hparam(key: str, value: object) -> Callable[[dict], None]:
+    def edit(checkpoint: dict) -> None:
+        checkpoint["hyper_parameters"][key] = value
+    return edit
+
+
+def _net_arg(key: str, value: object) -> Callable[[dict], None]:
+    def edit(checkpoint: dict) -> None:
+        checkpoint["hyper_parameters"]["net"]["init_args"][key] = value
+    return edit
+
+
+def _top(key: str, value: object) -> Callable[[dict], None]:
+    def edit(checkpoint: dict) -> None:
+        checkpoint[key] = value
+    return edit
+
+
+def payloads(marker: Path) -> dict[str, tuple[Callable[[dict], None], str]]:
+    """name: (edit, words the refusal must hold)."""
+    return {
+        "alias-through-a-module-in-an-untyped-parameter": (_linear_with_device(_popen(marker)), "object to build"),
+        "alias-as-the-network": (_set_net("mnist_cifar.experiments.runner.subprocess.Popen"), "subprocess"),
+        "alias-through-os": (_set_net("mnist_cifar.data.base.os.system"), "goes through the module"),
+        "alias-through-torch-to-hub": (_set_net("torch.nn.modules.module.torch.hub.load"), "torch.hub"),
+        "alias-as-the-optimizer": (_hparam("optimizer", {"class_path": "torch.optim.adam.torch.hub.load"}), "torch.hub"),
+        "alias-as-the-scheduler": (_hparam("scheduler", _popen(marker)), "subprocess"),
+        "alias-as-the-data-module": (_set_data_class("mnist_cifar.data.base.os.system"), "module os"),
+        "unimported-module": (_set_net("mnist_cifar.models.this.Anything"), "does not exist"),
+        "nested-class-in-a-plain-setting": (_hparam("label_smoothing", _popen(marker)), "object to build"),
+        "import-path-as-a-plain-value": (_net_arg("n_feature", "mnist_cifar.experiments.runner.subprocess.Popen"),
+                                         "subprocess"),
+        "instantiator": (_hparam("_instantiator", "mnist_cifar.experiments.runner.subprocess.Popen"), "instantiator"),
+        "hparams-name": (_top("hparams_name", "net"), "hparams_name"),
+        "unknown-setting": (_hparam("callbacks", [_popen(marker)]), "does not take"),
+        "a-billion-wide": (_net_arg("n_feature", 10**9), "larger than"),
+        "a-million-wide": (_net_arg("n_feature", 10**6), "larger than"),
+        "a-class-from-the-wrong-package": (_set_net("torch.optim.SGD"), "defined in"),
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(last.ckpt of a one-epoch cnn_mnist run, the MNIST folder), shared by the payload table."""
+    from conftest import write_mnist
+
+    root = tmp_path_factory.mktemp("payloads")
+    write_mnist(root / "mnist")
+    result = cli("fit", "--config", CNN, "--data.data_dir", str(root / "mnist"), *TINY, "--trainer.max_epochs", "1",
+                 "--trainer.logger.init_args.save_dir", str(root / "logs"), "--test_after_fit", "false")
+    return Path(result.trainer.checkpoint_callback.best_model_path).parent / "last.ckpt", root / "mnist"
+
+
+def _test(crafted: Path, data: Path) -> None:
+    cli("test", "--ckpt_path", str(crafted), "--data.data_dir", str(data))
+
+
+def _predict(crafted: Path, data: Path) -> None:
+    cli("predict", "--ckpt_path", str(crafted), "--data.data_dir", str(data))
+
+
+def _export(crafted: Path, data: Path) -> None:
+    from mnist_cifar.export import main as export_main
+
+    export_main(["--ckpt_path", str(crafted), "--data.data_dir", str(data), "--output", str(crafted) + ".onnx"])
+
+
+def _load_from_checkpoint(crafted: Path, data: Path) -> None:
+    from mnist_cifar.classifier import ImageClassifier
+    from mnist_cifar.errors import UserFacingError
+
+    try:
+        ImageClassifier.load_from_checkpoint(crafted)
+    except UserFacingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+WAYS_IN = {"test": _test, "predict": _predict, "export": _export, "load_from_checkpoint": _load_from_checkpoint}
+PAYLOAD_NAMES = list(payloads(Path("marker")))
+
+
+@pytest.mark.parametrize("way", list(WAYS_IN))
+@pytest.mark.parametrize("payload", PAYLOAD_NAMES)
+def test_every_payload_is_refused_on_every_way_in(payload: str, way: str, trained: tuple[Path, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    last, data = trained
+    marker = tmp_path / "command_ran"
+    edit, words = payloads(marker)[payload]
+    crafted = craft(last, tmp_path / f"{payload}.ckpt", edit)
+    sys.modules.pop("this", None)
+    before = set(sys.modules)
+    with pytest.raises(SystemExit) as stopped:
+        WAYS_IN[way](crafted, data)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2, err[-2000:]
+    refusal = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(refusal) == 1 and words in refusal[0] and str(crafted) in refusal[0], err[-2000:]
+    assert "Traceback" not in err
+    assert not marker.exists()  # no command ran
+    assert "this" not in sys.modules
+    foreign = {m for m in set(sys.modules) - before if not m.startswith(("mnist_cifar", "torch", "lightning", "onnx"))}
+    assert not foreign, foreign
+    assert not (tmp_path / f"{payload}.ckpt.onnx").exists()
+
+
+def test_resources_in_a_checkpoint_are_the_users(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """Loader workers, batch sizes, device placement and compilation come from the user or the defaults."""
+    last, data = trained
+
+    def edit(checkpoint: dict) -> None:
+        checkpoint["datamodule_hyper_parameters"].update(num_workers=8, batch_size=10**9, eval_batch_size=10**9,
+                                                         on_device=True)
+        checkpoint["hyper_parameters"].update(compile=True, compile_backend="eager")
+    crafted = craft(last, tmp_path / "resources.ckpt", edit)
+    tested = cli("test", "--ckpt_path", str(crafted), "--data.data_dir", str(data))
+    hparams = tested.datamodule.hparams
+    assert (hparams.num_workers, hparams.batch_size, hparams.eval_batch_size, hparams.on_device) == (0, 64, None, False)
+    assert tested.model.hparams.compile is False
+    typed = cli("test", "--ckpt_path", str(crafted), "--data.data_dir", str(data), "--data.eval_batch_size", "16")
+    assert typed.datamodule.hparams.eval_batch_size == 16  # the user's own value is used
+
+
+def test_a_network_bigger_than_its_weights_is_refused_before_allocating(trained: tuple[Path, Path],
+                                                                         tmp_path: Path) -> None:
+    """Sized on the meta device first: a width of 10**6 would take ~4 GB of real memory before the shape check."""
+    import resource
+
+    from mnist_cifar.classifier import ImageClassifier
+    from mnist_cifar.errors import CheckpointError
+
+    last, _ = trained
+    crafted = craft(last, tmp_path / "wide.ckpt", _net_arg("n_feature", 10**6))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match="larger than"):
+        ImageClassifier.load_from_checkpoint(crafted)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 200_000  # KiB: well under the 4 GB
