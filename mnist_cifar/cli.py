@@ -38,7 +38,7 @@ from mnist_cifar.provenance import provenance
 from mnist_cifar.run_record import RunRecord
 from mnist_cifar.runs.folder import RunFolder
 from mnist_cifar.runs.lock import hold, release
-from mnist_cifar.runs.yaml_bounds import bound_jsonargparse, check_config_files
+from mnist_cifar.runs.yaml_bounds import bound_jsonargparse, check_config_files, load_file
 from mnist_cifar.resume import LatestCheckpoint, NonFiniteLoss, RunStopped, StopOnSignal, die_with_the_launcher
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -77,7 +77,7 @@ class RunConfigSaver(SaveConfigCallback):
         if trainer.is_global_zero:
             now = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
             self._resume_record = {"resumed_from": str(self.resuming_from),
-                                   "changed": config_changes(yaml.safe_load(original.read_text()), now),
+                                   "changed": config_changes(load_file(original), now),
                                    "provenance": provenance()}
         self.already_saved = True
 

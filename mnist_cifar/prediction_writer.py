@@ -73,14 +73,24 @@ def prediction_row(source: str, probabilities: Tensor, classes: Sequence[str], t
     return row
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def as_text_cell(value: Any) -> str:
+    """A cell a spreadsheet reads as text: a class name or file name starting like a formula (`=HYPERLINK(...)`)
+    gets a leading apostrophe (OWASP's advice for CSV injection); numbers we format never start so."""
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def write_csv(path: Path, rows: list[dict[str, Any]], classes: Sequence[str], unreadable: Sequence[tuple[str, str]]) -> str:
     """Write the rows, then one row per unreadable file with its reason; returns the line that says so."""
     table = rows + [{"source": file, "error": why} for file, why in unreadable]
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = ["source", "true_class", "predicted_class", "confidence", "error"] + [f"p_{c}" for c in classes]
     with open(path, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(table)
+        writer = csv.writer(file)
+        writer.writerow([as_text_cell(c) for c in columns])
+        writer.writerows([as_text_cell(row.get(c, "")) for c in columns] for row in table)
     skipped = f"; {len(unreadable)} file(s) were not readable images (listed there)" if unreadable else ""
     return f"Wrote {len(rows)} predictions to {path}{skipped}."

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from mnist_cifar.errors import ConfigError
+from mnist_cifar.runs.yaml_bounds import load_file
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS_DIR = REPO / "configs" / "experiments"
@@ -67,7 +67,7 @@ def load(name: str) -> Experiment:
     if not path.is_file():
         raise ConfigError(f"No experiment {name!r} in {EXPERIMENTS_DIR}; choose one of: {', '.join(available())}, "
                           f"or pass the path of an experiment .yaml file.")
-    spec = yaml.safe_load(path.read_text()) or {}
+    spec = load_file(path) or {}
     _check_keys(spec, EXPERIMENT_KEYS, f"{path}")
     if not isinstance(spec.get("variants"), dict) or not spec["variants"]:
         raise ConfigError(f"{path} has no variants: add a `variants:` mapping of variant names to their config/args.")

@@ -51,6 +51,7 @@ from mnist_cifar.experiments.logs import process_seconds, read_scalars
 from mnist_cifar.experiments.runner import (MAIN, die_with_the_runner, handing_down, lock_run, start_afresh,
                                            thread_args)
 from mnist_cifar.tuning import PRUNED_FILE, open_storage
+from mnist_cifar.runs.yaml_bounds import load_file
 
 STUDY_KEYS = {"description", "config", "args", "space", "objective", "direction", "sampler", "pruner", "trials",
               "timeout", "seed"}
@@ -78,7 +79,7 @@ def load(path: str) -> Study:
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"No study file {path}: give the path of a study .yaml (see mnist_cifar/experiments/study.py).")
-    spec = yaml.safe_load(file.read_text()) or {}
+    spec = load_file(file) or {}
     unknown = sorted(set(spec) - STUDY_KEYS)
     if unknown:
         raise ConfigError(f"{file} has unknown key(s) {', '.join(unknown)}; a study file may have "
@@ -315,7 +316,7 @@ def write_outputs(study: Study, root: Path, storage: str | None) -> Path:
 def write_best_config(trial_config: Path, target: Path, study: Study) -> None:
     """The best trial's complete config, as `python main.py fit --config best.yaml` runs it: its resolved
     config.yaml without the Optuna callback, logged as a new run of `<study>_best`, tested after fit."""
-    config = yaml.safe_load(trial_config.read_text())
+    config = load_file(trial_config)
     trainer = config.setdefault("trainer", {})
     trainer["callbacks"] = [c for c in trainer.get("callbacks") or []
                             if not (isinstance(c, dict) and c.get("class_path") == "mnist_cifar.tuning.ReportToOptuna")]
