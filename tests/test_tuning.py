@@ -159,3 +159,57 @@ def test_a_bad_study_file_is_refused_naming_what_to_change(change: dict, says: s
     spec.write_text(yaml.safe_dump({**STUDY, **change}))
     with pytest.raises(ConfigError, match=re.escape(says)):
         load(str(spec))
+
+
+def _study_file(tmp_path: Path, trials: int) -> Path:
+    path = tmp_path / "tiny_study.yaml"
+    path.write_text(yaml.safe_dump({**STUDY, "config": str(ROOT / STUDY["config"]), "trials": trials}))
+    return path
+
+
+def test_a_torn_last_line_of_the_journal_is_cut_and_the_study_continues(tmp_path: Path) -> None:
+    """A kill while Optuna appends leaves half a line, after which the study could never be opened again."""
+    study_dir = tmp_path / "logs" / "studies" / "tiny_study"
+    study_dir.mkdir(parents=True)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(study_dir / "journal.log")))
+    study = optuna.create_study(study_name="tiny_study", storage=storage, direction="maximize")
+    for value in (0.5, 0.7):
+        trial = study.ask()
+        trial.suggest_float("model.optimizer.init_args.lr", 1e-5, 0.1, log=True)
+        trial.suggest_categorical("data.init_args.batch_size", [16, 32])
+        study.tell(trial, value)
+    whole = (study_dir / "journal.log").read_bytes()
+    (study_dir / "journal.log").write_bytes(whole + b'{"op_code": 4, "worker_id": "x", "trial_')
+    result = subprocess.run([sys.executable, "-m", "mnist_cifar.experiments", "tune", str(_study_file(tmp_path, 2)),
+                             "--root", str(tmp_path / "logs")], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "torn line" in result.stderr
+    repaired = (study_dir / "journal.log").read_bytes()
+    assert repaired.startswith(whole) and b'"trial_' not in repaired[len(whole):]  # cut, then appended to as usual
+    (kept,) = study_dir.glob("journal.log.torn-*")
+    assert kept.read_bytes().endswith(b'"trial_')
+    assert states(study_dir) == Counter({"COMPLETE": 2})
+    assert len(journal(study_dir).trials) == 2
+
+
+def test_a_worker_that_raises_fails_its_trial_and_tune_exits_non_zero(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    import argparse
+
+    from mnist_cifar.experiments import study as studies
+    from mnist_cifar.experiments.__main__ import tune_study
+
+    def broken(self: studies.Tuner, study: object, number: int, params: dict, lock: int) -> str:
+        os.close(lock)
+        raise RuntimeError("the disk went away")
+    monkeypatch.setattr(studies.Tuner, "_run_trial", broken)
+    args = argparse.Namespace(study=str(_study_file(tmp_path, 3)), root=tmp_path / "logs", jobs=1, storage=None,
+                              trials=None)
+    with pytest.raises(SystemExit) as stopped:
+        tune_study(args, [])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 1 and "trial 0: RuntimeError: the disk went away" in err, err
+    trials = journal(tmp_path / "logs" / "studies" / "tiny_study").trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL]

@@ -140,6 +140,11 @@ def tune_study(args: argparse.Namespace, extra: list[str]) -> None:
     if tuner.stopping is not None:
         print("error: the study was stopped; run the same command again to continue it.", file=sys.stderr)
         raise SystemExit(128 + tuner.stopping)
+    if tuner.crashed:
+        print(f"error: {len(tuner.crashed)} worker(s) of the study stopped on an error, their trials marked FAIL: "
+              f"{'; '.join(tuner.crashed)}. Fix the cause, then run the same command again to continue the study.",
+              file=sys.stderr)
+        raise SystemExit(1)
 
 
 def submit_to_slurm(experiment: definition.Experiment, args: argparse.Namespace, extra: list[str]) -> list | None:

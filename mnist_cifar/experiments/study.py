@@ -50,7 +50,7 @@ from mnist_cifar.experiments.definition import REPO, overrides
 from mnist_cifar.experiments.logs import process_seconds, read_scalars
 from mnist_cifar.experiments.runner import (MAIN, die_with_the_runner, handing_down, lock_run, start_afresh,
                                            thread_args)
-from mnist_cifar.tuning import PRUNED_FILE, open_storage
+from mnist_cifar.tuning import PRUNED_FILE, cut_torn_journal, open_storage
 from mnist_cifar.runs.yaml_bounds import load_file
 
 STUDY_KEYS = {"description", "config", "args", "space", "objective", "direction", "sampler", "pruner", "trials",
@@ -147,8 +147,11 @@ class Tuner:
         self.lock = threading.Lock()
         self.started = time.monotonic()
         self.me = f"{socket.gethostname()}:{os.getpid()}"
+        self.crashed: list[str] = []  # what ended a worker by an exception
 
     def run(self) -> None:
+        if "://" not in self.storage:
+            cut_torn_journal(Path(self.storage))
         # One study object, so one seeded sampler, for all of this command's workers (a sampler each would suggest
         # the same values to each); a later command, or another machine's, seeds its sampler past the trials so far.
         self.shared = open_study(self.study, self.storage)
@@ -175,15 +178,31 @@ class Tuner:
                     child.send_signal(signal.SIGTERM)  # saves last.ckpt at its current step
 
     def _work(self) -> None:
+        """Claim and run trials until the budget is spent. An exception in this worker (not a failed trial: an
+        error of the tuner itself, or of the storage) marks the trial it was running FAIL and is kept, so that
+        `tune` ends non-zero naming it instead of leaving the trial RUNNING."""
         study = self.shared
         failures = 0
-        while self.stopping is None and failures < MAX_FAILURES_IN_A_ROW:
-            claimed = self._claim(study)
-            if claimed is None:
-                return
-            number, params, lock = claimed
-            state = self._run_trial(study, number, params, lock)
-            failures = failures + 1 if state == "failed" else 0
+        number: int | None = None
+        try:
+            while self.stopping is None and failures < MAX_FAILURES_IN_A_ROW:
+                number = None
+                claimed = self._claim(study)
+                if claimed is None:
+                    return
+                number, params, lock = claimed
+                state = self._run_trial(study, number, params, lock)
+                failures = failures + 1 if state == "failed" else 0
+        except Exception as error:  # noqa: BLE001 (reported by `tune` after every worker has ended)
+            from optuna.trial import TrialState
+
+            where = f"trial {number}" if number is not None else "claiming a trial"
+            self.crashed.append(f"{where}: {type(error).__name__}: {error}")
+            if number is not None:
+                try:
+                    self._tell(study, number, state=TrialState.FAIL)
+                except Exception:  # noqa: BLE001 (the storage itself failing: the trial stays as it is)
+                    pass
 
     def _claim(self, study: Any) -> tuple[int, dict[str, Any], int] | None:  # noqa: ANN401
         """An interrupted trial of this machine whose worker is gone, else a new one while the budget lasts."""
@@ -308,7 +327,12 @@ def write_outputs(study: Study, root: Path, storage: str | None) -> Path:
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if complete:
         best = optuna_study.best_trial
-        write_best_config(folder / "trials" / f"trial{best.number:04d}" / "config.yaml", folder / "best.yaml", study)
+        best_config = folder / "trials" / f"trial{best.number:04d}" / "config.yaml"
+        if best_config.is_file():
+            write_best_config(best_config, folder / "best.yaml", study)
+        else:
+            print(f"note: the best trial ({best.number}) ran elsewhere (another machine on the same storage, or a "
+                  f"folder since removed): no {best_config} here, so no best.yaml was written.", file=sys.stderr)
     plots(optuna_study, folder)
     return folder
 
