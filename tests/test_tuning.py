@@ -189,7 +189,7 @@ def test_a_torn_last_line_of_the_journal_is_cut_and_the_study_continues(tmp_path
     assert repaired.startswith(whole) and b'"trial_' not in repaired[len(whole):]  # cut, then appended to as usual
     (kept,) = study_dir.glob("journal.log.torn-*")
     assert kept.read_bytes().endswith(b'"trial_')
-    assert states(study_dir) == Counter({"COMPLETE": 2})
+    assert states(study_dir) == Counter({"complete": 2})
     assert len(journal(study_dir).trials) == 2
 
 
