@@ -207,3 +207,36 @@ def test_cancel_takes_a_submitted_sweep_off_the_queue(data: Path, tmp_path: Path
     assert "queued" in experiments("status", str(spec), *base, cwd=tmp_path).stdout
     assert "cancelled job(s)" in experiments("cancel", str(spec), *base, cwd=tmp_path).stdout
     assert "not in the queue" in experiments("status", str(spec), *base, cwd=tmp_path).stdout
+
+
+def test_sigterm_and_requeues_from_outside(data: Path, tmp_path: Path) -> None:
+    """`scontrol requeue` from outside: the task resumes its run and `status` counts the requeue; `scancel
+    --signal=TERM`: the task saves, ends at once (no idle wait for a requeue that never comes) and `status` shows it
+    stopped and resumable; the same `run` command then finishes it from its last.ckpt."""
+    spec = write_experiment(tmp_path, "termed", {"a": {}})
+    base = ["--seeds", "1", "--root", str(tmp_path / "logs")]
+    submit = ["run", str(spec), *base, "--data_dir", str(data), "--backend", "slurm", "--time", "10", "--num_threads=1"]
+    experiments(*submit, cwd=tmp_path)
+    run_dir = tmp_path / "logs" / "experiments" / "termed" / "a" / "seed42"
+    job = wait_for(lambda: job_of(tmp_path / "logs", "termed", "a", 42), 120, "the run to be submitted")
+    wait_for(lambda: steps_logged(run_dir) >= 20, 180, "the run to train")
+    subprocess.run(["scontrol", "requeue", job], check=True, timeout=60)
+    wait_for(lambda: "PENDING" in queue_states(job), 120, f"job {job} to be requeued")
+    status = experiments("status", str(spec), *base, cwd=tmp_path).stdout
+    assert "requeued 1x, waiting" in status, status
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=60)
+    wait_for(lambda: (run_dir / "output.log").read_text().count("--- resume") == 1 and "RUNNING" in queue_states(job),
+             180, "the requeued task to resume the run")
+    resumed_at = steps_logged(run_dir)
+    wait_for(lambda: steps_logged(run_dir) >= resumed_at + 20, 180, "the resumed run to train")
+    signalled = time.monotonic()
+    subprocess.run(["scancel", "--signal=TERM", job], check=True, timeout=60)
+    wait_for(lambda: not queue_states(job), 90, f"job {job} to end after SIGTERM")
+    assert time.monotonic() - signalled < 90  # not the 120 s wait for a requeue that never comes
+    status = experiments("status", str(spec), *base, cwd=tmp_path).stdout
+    assert "stopped by SIGTERM" in status and "requeued 1x" in status and "resumes it" in status, status
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    experiments(*submit, "--wait", cwd=tmp_path)
+    log = (run_dir / "output.log").read_text()
+    assert log.count("--- start") == 1 and log.count("--- resume") == 2, log[-3000:]
+    assert ": done" in experiments("status", str(spec), *base, cwd=tmp_path).stdout

@@ -10,6 +10,11 @@ Who does what, and why:
   (`SLURMEnvironment(auto_requeue=False)`): two owners would requeue twice.
 - **The run's process ignores SIGUSR2**: on a cluster whose process tracking signals every process of the job,
   the default action of SIGUSR2 would kill it before it saved anything.
+- **A SIGTERM from outside** (`scancel --signal=TERM`, `scontrol requeue`, a preemption's notice) reaches the run
+  directly: it saves `last.ckpt` and exits, and the task ends at once, its state "stopped by SIGTERM", which
+  `status` shows as resumable; the same `run` command submits it again and it continues from that checkpoint.
+  Where SLURM itself requeues the job (`scontrol requeue`, `PreemptMode=REQUEUE`) the requeued task resumes it,
+  and `status` counts those requeues (SLURM's `RestartCnt`, `SLURM_RESTART_COUNT`) beside submitit's.
 - **A run that fails** (non-zero exit, not stopped by a signal) is started again in the same task, from its
   `last.ckpt` when it has one, up to `retries` more times, then ends as failed.
 - **The runner does not stay alive**: what `status` shows comes from the queue (`squeue`) and from files the
@@ -38,6 +43,7 @@ from mnist_cifar.experiments.runner import MAIN, Run, handing_down, lock_run, pl
 from mnist_cifar.parent_death import die_with_parent
 
 REQUEUE_SIGNAL = signal.SIGUSR2  # submitit's default (SUBMITIT_PREEMPT_SIGNAL); forwarded to the run as SIGTERM
+STOPPED = "stopped by SIGTERM"  # a task's state after a SIGTERM from outside: resumable by the same command
 STOP_GRACE_SECONDS = 60  # how long a signalled run may take to save last.ckpt before it is killed
 NO_REQUEUE_PLUGIN = json.dumps({"class_path": "lightning.pytorch.plugins.environments.SLURMEnvironment",
                                 "init_args": {"auto_requeue": False}})
@@ -166,6 +172,9 @@ class SlurmRun:
         state = read_json(Path(self.state_file))
         state["job"] = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID", "")) + (
             f"_{os.environ['SLURM_ARRAY_TASK_ID']}" if "SLURM_ARRAY_TASK_ID" in os.environ else "")
+        restarts = os.environ.get("SLURM_RESTART_COUNT", "0")  # SLURM's own count: requeues made from outside too
+        if restarts.isdigit() and int(restarts) > state.get("requeues", 0):
+            state["requeues"] = int(restarts)
         if is_complete(folder):  # requeued after it had finished (the signal came during its last moments)
             self._update(state, state="done", exit=0)
             return "done"
@@ -174,10 +183,15 @@ class SlurmRun:
         retries = self.retries if int(os.environ.get("SLURM_NTASKS", "1")) == 1 else 0
         for attempt in range(retries + 1):
             code = self._attempt(folder, lock, state, attempt)
-            if self._stopping or code in (143, -signal.SIGTERM):
+            if self._stopping:  # submitit's signal (a time limit, a preemption), forwarded: submitit requeues it
                 self._update(state, state="stopped by a signal", exit=code)
                 self._wait_for_the_requeue()
                 raise RuntimeError(f"the run was stopped by a signal (exit {code}) and not requeued")
+            if code in (143, -signal.SIGTERM):  # SIGTERM from outside (scancel --signal=TERM, scontrol requeue, a
+                # preemption's notice): the run saved last.ckpt; end now, shown as stopped and resumable
+                self._update(state, state=STOPPED, exit=code)
+                raise RuntimeError(f"{folder}: stopped by SIGTERM after saving its last.ckpt; the same `run` command "
+                                   f"resumes it from there")
             if code == 0 and is_complete(folder):
                 self._update(state, state="done", exit=0)
                 return "done"
@@ -343,18 +357,24 @@ def _submitted_job(folder: Path, run: Run) -> str | None:
 
 def queue_states(folder: Path) -> dict[str, str]:
     """SLURM's state of every task of this sweep's arrays still known to the queue: {"<array>_<task>": "RUNNING"}."""
+    return {job: state for job, (state, _) in queue_listing(folder).items()}
+
+
+def queue_listing(folder: Path) -> dict[str, tuple[str, int]]:
+    """{"<array>_<task>": (state, times SLURM has requeued it)} for this sweep's tasks still in the queue; the count
+    includes requeues made from outside (`scontrol requeue`, a preemption), which no task of ours has seen yet."""
     arrays = [a["job"] for a in read_json(folder / "jobs.json").get("arrays", []) if a.get("job")]
     if not arrays or shutil.which("squeue") is None:
         return {}
-    listed = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i|%T"], capture_output=True,
-                            text=True, timeout=60)
+    listed = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(arrays), "-O", "JobArrayID:|,State:|,RestartCnt"],
+                            capture_output=True, text=True, timeout=60)
     if listed.returncode != 0 and "Invalid job id" not in listed.stderr:
         raise ConfigError(f"squeue failed: {listed.stderr.strip() or listed.returncode}")
-    states = {}
+    jobs = {}
     for line in listed.stdout.splitlines():
-        job, _, state = line.partition("|")
-        states[job.strip()] = state.strip()
-    return states
+        job, state, restarts = (line.split("|") + ["", ""])[:3]
+        jobs[job.strip()] = (state.strip(), int(restarts) if restarts.strip().isdigit() else 0)
+    return jobs
 
 
 def tail(path: Path, lines: int = 5) -> str:
@@ -370,18 +390,18 @@ def run_states(experiment: Experiment, seed_count: int, root: Path, only: list[s
     """Every run's state, from the queue and its files: queued, running, requeued, done, failed (with its output's
     last lines), not submitted."""
     folder = sweep_folder(root, experiment)
-    queued = queue_states(folder)
+    queued = queue_listing(folder)
     states = []
     for run in plan(experiment, seed_count, root, [], only):
         record = read_json(state_path(folder, run))
         job = record.get("job") or _submitted_job(folder, run)
-        in_queue = queued.get(job or "")
-        requeues = record.get("requeues", 0)
+        in_queue, restarts = queued.get(job or "", (None, 0))
+        requeues = max(record.get("requeues", 0), restarts)
         again = f", requeued {requeues}x" if requeues else ""
         if is_complete(run.folder):
             state = f"done{again}"
         elif in_queue in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING"):
-            state = f"{'requeued' if requeues else 'queued'} (job {job})"
+            state = f"requeued {requeues}x, waiting (job {job})" if requeues else f"queued (job {job})"
         elif in_queue:
             attempt = f", attempt {record['attempts']}" if record.get("attempts", 0) > 1 else ""
             state = f"{'running' if in_queue == 'RUNNING' else in_queue.lower()} (job {job}{attempt}{again})"
@@ -393,6 +413,9 @@ def run_states(experiment: Experiment, seed_count: int, root: Path, only: list[s
             said = tail(err)
             state = (f"not in the queue and never started its run (job {job}: cancelled?)"
                      + (f"; the end of {err}:\n{said}" if said.strip() else ""))
+        elif job and record.get("state") == STOPPED:
+            state = (f"stopped by SIGTERM (job {job}{again}) with its last.ckpt saved: the same `run` command "
+                     f"resumes it")
         elif job:
             log = run.folder / "output.log"
             log = log if record.get("attempts") and log.is_file() else folder / "jobs" / job / f"{job}_0_log.err"
