@@ -154,3 +154,23 @@ def test_two_resumes_started_together_run_one_at_a_time(mnist_dir: Path, tmp_pat
     assert "is in use" in refused and "Traceback" not in refused
     assert [p.name for p in run_dir.glob("resume_*.yaml")] == ["resume_1.yaml"]
     assert sorted(p.name for p in run_dir.parent.iterdir()) == ["version_0"]
+
+
+BEFORE = Path(__file__).parent / "fixtures" / "run_before_issue_26"  # cnn_mnist, 2 epochs, written by e0f04ae
+
+
+def test_a_checkpoint_written_before_the_run_folder_rules_still_tests_and_resumes(mnist_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    """The fixture's run was made by the code before `mnist_cifar.runs` (tiny MNIST of conftest, seed 0)."""
+    import shutil
+
+    run_dir = tmp_path / "lightning_logs" / "cnn_mnist" / "version_0"
+    shutil.copytree(BEFORE, run_dir)
+    best = run_dir / "checkpoints" / "epoch001-val_acc0.6200.ckpt"
+    tested = cli("test", "--ckpt_path", str(best), "--data.data_dir", str(mnist_dir))
+    assert tested.trainer.callback_metrics["test/acc"].item() == pytest.approx(0.65, abs=1e-6)
+    assert tested.trainer.callback_metrics["test/loss"].item() == pytest.approx(1.9411547, abs=1e-5)
+    resumed = fit(mnist_dir, 4, "--ckpt_path", "last")
+    assert resumed.trainer.current_epoch == 4 and Path(resumed.trainer.log_dir) == run_dir
+    assert sorted(p.name for p in run_dir.parent.iterdir()) == ["version_0", "version_1"]  # version_1: the test's
+    assert len(list((run_dir / "checkpoints").glob("epoch*.ckpt"))) == 1  # its best tracking continued
