@@ -82,7 +82,7 @@ class RunConfigSaver(SaveConfigCallback):
         self.already_saved = True
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        (self._run_dir / "provenance.json").write_text(json.dumps(provenance(), indent=2) + "\n")
+        RunFolder.at(self._run_dir).provenance.write_text(json.dumps(provenance(), indent=2) + "\n")
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         record, self._resume_record = self._resume_record, None
@@ -391,8 +391,8 @@ def _run(args: Sequence[str] | None, defaults: dict) -> ExperimentCLI:
             args=list(args) if args is not None else None,
         )
     except RunStopped as stop:
-        run_dir = Path(stop.checkpoint).parents[1]
-        config = f"--config {run_dir / 'config.yaml'} " if (run_dir / "config.yaml").is_file() else ""
+        stopped = RunFolder.of_checkpoint(stop.checkpoint)
+        config = f"--config {stopped.config} " if stopped is not None and stopped.config.is_file() else ""
         print(f"stopped: {stop}. Resume with: python main.py fit {config}--ckpt_path {stop.checkpoint}",
               file=sys.stderr)
         raise SystemExit(128 + stop.signal_number) from None

@@ -38,6 +38,7 @@ from torchvision.transforms.v2.functional import rgb_to_grayscale
 from mnist_cifar.data import augment
 from mnist_cifar.errors import CheckpointError, UserFacingError
 from mnist_cifar.exported import EXTRA, METADATA_FILE, SUFFIXES, ExportedModel
+from mnist_cifar.runs.folder import RunFolder
 
 MAX_LOGIT_DIFFERENCE = 1e-4
 MIN_AGREEMENT = 0.999
@@ -230,8 +231,11 @@ def _both(loaded: Loaded, run_exported: Any, raw: Tensor) -> tuple[Tensor, Tenso
 def default_output(ckpt_path: str, fmt: str) -> Path:
     """Beside the checkpoint's run: `<run>/export/<checkpoint name>.onnx` (or .pt2)."""
     checkpoint = Path(ckpt_path).expanduser()
-    folder = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-    return folder / "export" / (checkpoint.stem + SUFFIXES[fmt])
+    run = RunFolder.of_checkpoint(checkpoint)
+    folder = run.exports if run is not None else checkpoint.parent / "export"
+    if not checkpoint.is_absolute():  # spelled as the user spelled the checkpoint
+        folder = Path(os.path.relpath(folder))
+    return folder / (checkpoint.stem + SUFFIXES[fmt])
 
 
 def export(ckpt_path: str, fmt: str = "onnx", output: str | None = None, batch_size: int = 256,

@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from mnist_cifar.loggers import run_dir
+from mnist_cifar.runs.folder import RunFolder
 
 
 class PredictionCSVWriter(BasePredictionWriter):
@@ -57,7 +58,7 @@ class PredictionCSVWriter(BasePredictionWriter):
             every_rank: list[Any] = [None] * trainer.world_size
             dist.all_gather_object(every_rank, rows)
             rows = [row for part in every_rank for row in part]
-        path = Path(self.output) if self.output else Path(run_dir(trainer)) / "predictions.csv"  # a collective
+        path = Path(self.output) if self.output else RunFolder.at(run_dir(trainer)).predictions  # a collective
         if not trainer.is_global_zero:
             return
         dm = trainer.datamodule

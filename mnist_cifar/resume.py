@@ -32,6 +32,7 @@ from torch import Tensor
 
 from mnist_cifar.parent_death import die_with_parent
 from mnist_cifar.loggers import run_dir
+from mnist_cifar.runs.folder import CHECKPOINTS
 
 LAST = "last"
 
@@ -67,7 +68,7 @@ class LatestCheckpoint(ModelCheckpoint):
 
 def last_checkpoint_path(trainer: L.Trainer, dirpath: str | None = None) -> str:
     """`last.ckpt` in `dirpath`, or in the run's `checkpoints/` folder as ModelCheckpoint places it."""
-    return os.path.join(dirpath or os.path.join(run_dir(trainer), "checkpoints"), f"{LAST}.ckpt")
+    return os.path.join(dirpath or os.path.join(run_dir(trainer), CHECKPOINTS), f"{LAST}.ckpt")
 
 
 class RandomState(L.Callback):

@@ -17,7 +17,9 @@ from typing import Any
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
-RECORD_FILE = "metrics.jsonl"
+from mnist_cifar.runs.folder import METRICS
+
+RECORD_FILE = METRICS
 
 
 class RunRecord(Logger):

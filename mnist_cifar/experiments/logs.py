@@ -9,6 +9,7 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_cifar.run_record import read_record
+from mnist_cifar.runs.folder import PROCESS
 
 
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -31,7 +32,7 @@ def is_complete(run_dir: Path) -> bool:
     return run_dir.is_dir() and "test/acc" in read_scalars(run_dir)
 
 
-PROCESS_FILE = "process.json"  # the run's `fit` processes' wall time, start to exit, written by each process itself
+PROCESS_FILE = PROCESS  # the run's `fit` processes' wall time, start to exit, written by each process itself
 
 
 def process_seconds(run_dir: Path) -> float:

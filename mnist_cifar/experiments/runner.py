@@ -177,14 +177,14 @@ def start_afresh(folder: Path) -> None:
 
 
 def _start(run: Run, slot: int, jobs: int, gpus: list[str] | None, threads: list[str], lock: int) -> subprocess.Popen:
-    resume = (run.folder / "checkpoints" / "last.ckpt").is_file()
+    resume = RunFolder.at(run.folder).last.is_file()
     if not resume:
         start_afresh(run.folder)  # a run killed before its first checkpoint starts afresh
     run.folder.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
-    output = None if jobs == 1 else open(run.folder / "output.log", "w")  # noqa: SIM115 (the child owns it)
+    output = None if jobs == 1 else open(RunFolder.at(run.folder).output_log, "w")  # noqa: SIM115 (the child owns it)
     where = "" if output is None else f" (output: {run.folder / 'output.log'})"
     resume_args = ["--ckpt_path=last"] if resume else []  # the run's own folder: its logger version is fixed
     process = subprocess.Popen([sys.executable, str(MAIN), *run.args, *threads, *resume_args], env=handing_down(lock, env),

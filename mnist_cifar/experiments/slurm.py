@@ -41,6 +41,7 @@ from mnist_cifar.experiments.definition import Experiment
 from mnist_cifar.experiments.logs import is_complete
 from mnist_cifar.experiments.runner import MAIN, Run, handing_down, lock_run, plan, start_afresh
 from mnist_cifar.parent_death import die_with_parent
+from mnist_cifar.runs.folder import RunFolder
 
 REQUEUE_SIGNAL = signal.SIGUSR2  # submitit's default (SUBMITIT_PREEMPT_SIGNAL); forwarded to the run as SIGTERM
 STOPPED = "stopped by SIGTERM"  # a task's state after a SIGTERM from outside: resumable by the same command
@@ -200,13 +201,13 @@ class SlurmRun:
                            f"{folder / 'output.log'}")
 
     def _attempt(self, folder: Path, lock: int | None, state: dict[str, Any], attempt: int) -> int:
-        resume = (folder / "checkpoints" / "last.ckpt").is_file()
+        resume = RunFolder.at(folder).last.is_file()
         if self.rank == 0:
             if not resume:  # a run stopped before its first checkpoint starts afresh
                 start_afresh(folder)
             folder.mkdir(parents=True, exist_ok=True)
             self._update(state, state="running", attempts=state.get("attempts", 0) + 1, exit=None)
-        output = open(folder / "output.log" if self.rank == 0 else os.devnull, "a")  # noqa: SIM115
+        output = open(RunFolder.at(folder).output_log if self.rank == 0 else os.devnull, "a")  # noqa: SIM115
         with output:
             if self.rank == 0:
                 print(f"--- {'resume' if resume else 'start'} (attempt {attempt + 1}, job {state.get('job')}) ---",
@@ -406,7 +407,7 @@ def run_states(experiment: Experiment, seed_count: int, root: Path, only: list[s
             attempt = f", attempt {record['attempts']}" if record.get("attempts", 0) > 1 else ""
             state = f"{'running' if in_queue == 'RUNNING' else in_queue.lower()} (job {job}{attempt}{again})"
         elif not job and run.folder.is_dir():
-            saved = "from its last.ckpt" if (run.folder / "checkpoints" / "last.ckpt").is_file() else "afresh"
+            saved = "from its last.ckpt" if RunFolder.at(run.folder).last.is_file() else "afresh"
             state = f"started here, not finished (`run` continues it {saved})"
         elif job and not record.get("attempts"):
             err = folder / "jobs" / job / f"{job}_0_log.err"
@@ -417,7 +418,7 @@ def run_states(experiment: Experiment, seed_count: int, root: Path, only: list[s
             state = (f"stopped by SIGTERM (job {job}{again}) with its last.ckpt saved: the same `run` command "
                      f"resumes it")
         elif job:
-            log = run.folder / "output.log"
+            log = RunFolder.at(run.folder).output_log
             log = log if record.get("attempts") and log.is_file() else folder / "jobs" / job / f"{job}_0_log.err"
             state = (f"failed (job {job}, exit {record.get('exit')}, after {record.get('attempts', 0)} attempt(s), "
                      f"last state {record.get('state', 'unknown')}); the end of {log}:\n{tail(log)}")

@@ -52,6 +52,7 @@ from mnist_cifar.experiments.runner import (MAIN, die_with_the_runner, handing_d
                                            thread_args)
 from mnist_cifar.tuning import PRUNED_FILE, cut_torn_journal, open_storage
 from mnist_cifar.runs.yaml_bounds import load_file
+from mnist_cifar.runs.folder import RunFolder
 
 STUDY_KEYS = {"description", "config", "args", "space", "objective", "direction", "sampler", "pruner", "trials",
               "timeout", "seed"}
@@ -261,11 +262,11 @@ class Tuner:
 
         folder = self.trial_dir(number)
         trial_id = study.get_trials(deepcopy=False)[number]._trial_id
-        resume = (folder / "checkpoints" / "last.ckpt").is_file()
+        resume = RunFolder.at(folder).last.is_file()
         if not resume:  # stopped before its first checkpoint
             start_afresh(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / "output.log", "a") as output:
+        with open(RunFolder.at(folder).output_log, "a") as output:
             child = subprocess.Popen(self._command(trial_id, number, params, resume), stdout=output,
                                      stderr=subprocess.STDOUT, pass_fds=(lock,), env=handing_down(lock),
                                      preexec_fn=die_with_the_runner(os.getpid()))

@@ -22,7 +22,10 @@ CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
 CHECKPOINT_SUFFIX = ".ckpt"
 LOCK = ".lock"
-KEPT_AFRESH = (LOCK, "output.log")  # what emptying a run folder for a fresh start leaves: the lock, the launcher's log
+METRICS = "metrics.jsonl"  # the logger-neutral record (mnist_cifar.run_record)
+PROCESS = "process.json"  # each `fit` process's wall time (mnist_cifar.experiments.logs)
+OUTPUT_LOG = "output.log"  # what a launcher's run printed
+KEPT_AFRESH = (LOCK, OUTPUT_LOG)  # what emptying a run folder for a fresh start leaves: the lock, the launcher's log
 
 
 @dataclass(frozen=True)
@@ -80,11 +83,11 @@ class RunFolder:
 
     @property
     def metrics(self) -> Path:
-        return self.path / "metrics.jsonl"
+        return self.path / METRICS
 
     @property
     def process(self) -> Path:
-        return self.path / "process.json"
+        return self.path / PROCESS
 
     def resume_record(self, number: int) -> Path:
         return self.path / f"resume_{number}.yaml"
@@ -97,6 +100,14 @@ class RunFolder:
         """In the folder, in the resolved one (every spelling of the run finds the same file); a run that starts
         afresh empties its folder but this file (`KEPT_AFRESH`), so the lock outlives that."""
         return self.real / LOCK
+
+    @property
+    def output_log(self) -> Path:
+        return self.path / OUTPUT_LOG
+
+    @property
+    def exports(self) -> Path:
+        return self.path / "export"
 
     @property
     def predictions(self) -> Path:
