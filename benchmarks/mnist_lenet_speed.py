@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from results_csv import append_rows  # benchmarks/ is on the path when a script here runs
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from mnist_cifar.cli import build
 from mnist_cifar.models import LeNet5
-from results_csv import append_rows  # benchmarks/ is on the path when a script here runs
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_THREADS = torch.get_num_threads()

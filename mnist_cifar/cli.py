@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 import yaml
 from jsonargparse import Namespace
-from lightning.pytorch.accelerators import Accelerator, CPUAccelerator
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.accelerators import Accelerator, CPUAccelerator
 from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_only
@@ -35,11 +35,11 @@ from mnist_cifar.errors import ConfigError, UserFacingError
 from mnist_cifar.experiments.logs import add_process_seconds
 from mnist_cifar.loggers import run_dir
 from mnist_cifar.provenance import provenance
+from mnist_cifar.resume import LatestCheckpoint, NonFiniteLoss, RunStopped, StopOnSignal, die_with_the_launcher
 from mnist_cifar.run_record import RunRecord
 from mnist_cifar.runs.folder import RunFolder
 from mnist_cifar.runs.lock import hold, release
 from mnist_cifar.runs.yaml_bounds import bound_jsonargparse, check_config_files, load_file
-from mnist_cifar.resume import LatestCheckpoint, NonFiniteLoss, RunStopped, StopOnSignal, die_with_the_launcher
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 CPU_UNSUPPORTED_PRECISIONS = {"16", "16-mixed", "16-true"}

@@ -19,15 +19,14 @@ from typing import Any, Literal
 
 import numpy as np
 from lightning.fabric.loggers.logger import rank_zero_experiment
-from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
 from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from lightning.pytorch.loggers.mlflow import _MLFLOW_AVAILABLE
 from lightning.pytorch.utilities import rank_zero_only
 
+from mnist_cifar import internals
 from mnist_cifar.errors import ConfigError
 
 
@@ -124,7 +123,7 @@ class MLFlowLogger(LightningMLFlowLogger):
                  tracking_uri: str | None = None, tags: dict[str, Any] | None = None,
                  log_model: bool | Literal["all"] = False, prefix: str = "",
                  artifact_location: str | None = None) -> None:
-        if not _MLFLOW_AVAILABLE:
+        if not internals.mlflow_available():
             raise ConfigError("--trainer.logger mnist_cifar.loggers.MLFlowLogger needs MLflow, which is not "
                               "installed: pip install -e '.[mlflow]' (mlflow-skinny with SQLite support).")
         root = Path(save_dir).expanduser()
@@ -193,7 +192,7 @@ class MLFlowLogger(LightningMLFlowLogger):
         """Lightning's, except that a continued run logs only parameters it does not have: MLflow refuses to change
         a logged parameter, and a resume that changes a setting records it in the folder's `resume_<N>.yaml`."""
         _ = self.experiment
-        flat = {key: value for key, value in _flatten_dict(_convert_params(params)).items()
+        flat = {key: value for key, value in internals.flat_params(params).items()
                 if not key.startswith("_")}  # LightningCLI's bookkeeping such as `_instantiator`
         super().log_hyperparams({key: value for key, value in flat.items() if key not in self._known_params})
         self._known_params.update({key: str(value) for key, value in flat.items()})

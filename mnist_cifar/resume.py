@@ -30,8 +30,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
-from mnist_cifar.parent_death import die_with_parent
+from mnist_cifar.internals import batch_index
 from mnist_cifar.loggers import run_dir
+from mnist_cifar.parent_death import die_with_parent
 from mnist_cifar.runs.folder import CHECKPOINTS
 
 LAST = "last"
@@ -200,7 +201,7 @@ class StopOnNonFiniteLoss(L.Callback):
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         raise NonFiniteLoss(
             f"The training loss became {loss.item()} at epoch {trainer.current_epoch}, step {trainer.global_step} "
-            f"(batch {trainer.fit_loop.epoch_loop.batch_idx + 1} of the epoch), so training stopped before it reached "
+            f"(batch {batch_index(trainer) + 1} of the epoch), so training stopped before it reached "
             f"the weights; no checkpoint was written for this step. The learning rate was {lr:g}: lower it "
             f"(--model.optimizer.init_args.lr), or clip gradients (--trainer.gradient_clip_val 1.0), then start "
             f"again or resume from the last good checkpoint (--ckpt_path last)."

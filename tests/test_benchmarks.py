@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, write_mnist
 
 
@@ -29,6 +30,7 @@ def test_trainer_overhead_writes_one_row_per_setting(tmp_path: Path) -> None:
     assert all(int(r["images_per_s"]) > 0 and r["device"] == "CPU, 1 thread(s)" for r in rows)
 
 
+@pytest.mark.slow
 def test_lenet_speed_compares_against_the_notes_loop(tmp_path: Path) -> None:
     write_mnist(tmp_path / "data", n_train=5600, n_test=100)
     out = tmp_path / "speed.csv"
@@ -38,6 +40,7 @@ def test_lenet_speed_compares_against_the_notes_loop(tmp_path: Path) -> None:
     assert all(int(r["images_per_s"]) > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_export_speed_compares_the_files_with_the_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "export_speed.csv"
     run_script("export_speed.py", "--configs", "lenet_mnist", "--images", "512", "--rounds", "1", "--csv", str(out),

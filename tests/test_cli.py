@@ -50,7 +50,8 @@ def test_links_size_the_network_from_the_data_set(mnist_dir: Path) -> None:
 
 def test_overrides_reach_the_components(mnist_dir: Path) -> None:
     result = cli("fit", "--config", str(ROOT / "configs" / "lenet_mnist.yaml"), "--data.data_dir", str(mnist_dir),
-                 "--data.val_size", "50", "--data.batch_size", "256", "--model.optimizer.init_args.lr", "0.01", "--model.scheduler", "null",
+                 "--data.val_size", "50", "--data.batch_size", "256", "--model.optimizer.init_args.lr", "0.01",
+                 "--model.scheduler", "null",
                  "--trainer.max_epochs", "3", "--trainer.fast_dev_run", "1")
     assert result.datamodule.hparams.batch_size == 256
     assert result.trainer.optimizers[0].param_groups[0]["lr"] == 0.01

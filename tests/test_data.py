@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch.plugins.precision import Precision
 from conftest import CIFAR_CLASSES, write_cifar_batches, write_image_folder, write_mnist
+from lightning.pytorch.plugins.precision import Precision
 
-from mnist_cifar.data import CIFAR10DataModule, MNISTDataModule
-from mnist_cifar.data import augment, sources
+from mnist_cifar.data import CIFAR10DataModule, MNISTDataModule, augment, sources
 from mnist_cifar.errors import ConfigError, DataCorruptError, DataNotFoundError
 
 
@@ -180,7 +179,8 @@ def test_missing_data_without_download_names_folder_layouts_and_fix(tmp_path: Pa
     with pytest.raises(DataNotFoundError) as error:
         dm.prepare_data()
     message = str(error.value)
-    for expected in (str((tmp_path / "nowhere").resolve()), "cifar-10-batches-py", "train/<class>", "--data.data_dir", "MNIST_CIFAR_DATA"):
+    for expected in (str((tmp_path / "nowhere").resolve()), "cifar-10-batches-py", "train/<class>", "--data.data_dir",
+                     "MNIST_CIFAR_DATA"):
         assert expected in message
 
 

@@ -44,6 +44,7 @@ def last_values(run_dir: Path, prefix: str) -> dict[str, float]:
     return {tag: values[-1][1] for tag, values in read_scalars(run_dir).items() if tag.startswith(prefix)}
 
 
+@pytest.mark.slow
 def test_fit_validate_test_and_predict_under_ddp_match_one_process(odd_mnist: Path, tmp_path: Path) -> None:
     main("fit", "--config", LENET, "--data.data_dir", str(odd_mnist), *SMALL, "--trainer.max_epochs", "2", *DDP,
          cwd=tmp_path)
@@ -80,6 +81,7 @@ def test_fit_validate_test_and_predict_under_ddp_match_one_process(odd_mnist: Pa
     assert right / TEST_IMAGES == pytest.approx(single["test/acc"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_ddp_spawn_keeps_fit_and_its_test_in_one_run_folder(odd_mnist: Path, tmp_path: Path) -> None:
     main("fit", "--config", LENET, "--data.data_dir", str(odd_mnist), *SMALL, "--trainer.max_epochs", "1",
          "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2", cwd=tmp_path)
@@ -141,6 +143,7 @@ def test_compiled_channels_last_checkpoints_load_without_them(mnist_dir: Path) -
         fitted.trainer.callback_metrics["test/acc"].item(), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_two_node_ranks_under_torchrun_give_one_process_figures(odd_mnist: Path, tmp_path: Path) -> None:
     """`torchrun --nnodes 2` on localhost, one launcher per node rank (as two machines would start it)."""
     port = 29500 + (os.getpid() % 1000)

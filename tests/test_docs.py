@@ -36,5 +36,6 @@ def test_the_readme_recipe_table_is_the_configs_own() -> None:
     from mnist_cifar.recipes import table
 
     readme = (ROOT / "README.md").read_text()
-    start = readme.index("<!-- recipes: python -m mnist_cifar.recipes -->\n") + len("<!-- recipes: python -m mnist_cifar.recipes -->\n")
+    marker = "<!-- recipes: python -m mnist_cifar.recipes -->\n"
+    start = readme.index(marker) + len(marker)
     assert readme[start:readme.index("\n<!-- end recipes -->")] == table()

@@ -68,6 +68,7 @@ def tiny_experiment(tmp_path: Path) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_sweep_runs_side_by_side_reports_and_resumes(tiny_experiment: str, mnist_dir: Path, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture) -> None:
     root = tmp_path / "logs"
@@ -84,7 +85,8 @@ def test_sweep_runs_side_by_side_reports_and_resumes(tiny_experiment: str, mnist
             assert json.loads((out / variant / f"seed{seed}" / "process.json").read_text())["process_seconds"] > 1
     with open(out / "results.csv") as file:
         rows = list(csv.DictReader(file))
-    assert sorted((r["variant"], r["seed"]) for r in rows) == [("relu", "42"), ("relu", "43"), ("sigmoid", "42"), ("sigmoid", "43")]
+    expected = [("relu", "42"), ("relu", "43"), ("sigmoid", "42"), ("sigmoid", "43")]
+    assert sorted((r["variant"], r["seed"]) for r in rows) == expected
     assert all(0 <= float(r["test_acc"]) <= 1 and r["epochs"] == "2" and int(r["parameters"]) == 61_706 for r in rows)
     assert all(float(r["process_seconds"]) > float(r["fit_seconds"]) for r in rows)  # start-up and test included
     table = (out / "results.md").read_text()
@@ -125,6 +127,7 @@ def test_report_of_runs_without_a_validation_split(tiny_experiment: str, mnist_d
         assert next(csv.DictReader(file))["epochs"] == "2"
 
 
+@pytest.mark.slow
 def test_a_failed_run_fails_the_sweep_by_name(tmp_path: Path, mnist_dir: Path, capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text(TINY_EXPERIMENT.replace("sigmoid: {args: {", "sigmoid: {args: {data.init_args.val_size: -3, "))
@@ -137,6 +140,7 @@ def test_a_failed_run_fails_the_sweep_by_name(tmp_path: Path, mnist_dir: Path, c
     assert "1 run(s) did not finish: sigmoid seed 42 (failed (exit 2)" in captured.err
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_whole_sweep(tiny_experiment: str, mnist_dir: Path, tmp_path: Path) -> None:
     runner_process = subprocess.Popen(
         [sys.executable, "-m", "mnist_cifar.experiments", "run", tiny_experiment, "--seeds", "3", "--root",
@@ -211,6 +215,7 @@ def test_an_unknown_only_variant_is_refused_by_name(tiny_experiment: str, capsys
     assert exit_info.value.code == 2 and "rleu" in err and "relu, sigmoid" in err
 
 
+@pytest.mark.slow
 def test_a_killed_runner_takes_its_run_along_and_a_second_runner_keeps_off(tiny_experiment: str, mnist_dir: Path,
                                                                            tmp_path: Path) -> None:
     """kill -9 of the runner stops its run (which saves last.ckpt); while a run is alive another runner skips it and

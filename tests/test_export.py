@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import onnx
 import pytest
 import torch
 import yaml
@@ -18,6 +17,8 @@ from conftest import DEFAULT_CONFIG, ROOT
 from mnist_cifar import export
 from mnist_cifar.cli import build, run
 from mnist_cifar.exported import ExportedModel, run_without_the_trainer
+
+onnx = pytest.importorskip("onnx", reason="the export extra is not installed: pip install -e '.[export]'")
 
 CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if p.name != "default.yaml")
 # The preprocessing that lives in the DataModule, not the network: without it in the graph the parity check fails.
@@ -37,7 +38,11 @@ def loaded_from_config(stem: str, extra: list[str], mnist_dir: Path, cifar_dir: 
     return export.Loaded(cli.model.eval(), cli.datamodule, "0" * 64)
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+DEFAULT_TIER_CASES = {"lenet_mnist", "lenet_cifar-tta"}  # the rest run with the slow tier (`pytest -m ""`)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=() if c in DEFAULT_TIER_CASES else pytest.mark.slow)
+                                  for c in sorted(CASES)])
 def test_every_shipped_network_exports_to_onnx_with_its_preprocessing(case: str, mnist_dir: Path, cifar_dir: Path,
                                                                         tmp_path: Path) -> None:
     loaded = loaded_from_config(*CASES[case], mnist_dir, cifar_dir)

@@ -58,6 +58,7 @@ def test_a_bomb_as_a_config_is_refused_naming_the_file(tmp_path: Path) -> None:
     assert not (tmp_path / "lightning_logs").exists()
 
 
+@pytest.mark.slow
 def test_a_bomb_beside_a_checkpoint_is_refused(mnist_dir: Path, tmp_path: Path) -> None:
     from mnist_cifar.cli import run
 
@@ -70,6 +71,7 @@ def test_a_bomb_beside_a_checkpoint_is_refused(mnist_dir: Path, tmp_path: Path) 
     assert "bomb.yaml" in err
 
 
+@pytest.mark.slow
 def test_a_bomb_in_a_study_file_is_refused(tmp_path: Path) -> None:
     study = tmp_path / "study.yaml"
     study.write_text(f"config: {ROOT / 'configs' / 'lenet_mnist.yaml'}\ntrials: 2\nspace:\n"
@@ -82,7 +84,7 @@ def test_a_bomb_in_a_study_file_is_refused(tmp_path: Path) -> None:
 
 # -- exported files -----------------------------------------------------------------------------------------------
 
-onnx = pytest.importorskip("onnx", reason="the export extra: pip install -e '.[export]'")
+EXPORT_EXTRA = "the export extra is not installed: pip install -e '.[export]'"
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +95,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mnist_cifar import export
     from mnist_cifar.cli import build
 
+    pytest.importorskip("onnx", reason=EXPORT_EXTRA)
     root = tmp_path_factory.mktemp("exported")
     write_mnist(root / "mnist")
     cli = build(["--config", str(ROOT / "configs" / "lenet_mnist.yaml"), "--data.data_dir", str(root / "mnist"),
@@ -103,6 +106,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def with_metadata(source: Path, target: Path, **changes: str) -> Path:
+    onnx = pytest.importorskip("onnx", reason=EXPORT_EXTRA)
     model = onnx.load(str(source))
     meta = {p.key: p.value for p in model.metadata_props} | changes
     del model.metadata_props[:]

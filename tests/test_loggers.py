@@ -121,6 +121,6 @@ def test_lightnings_own_mlflow_logger_is_refused_naming_ours(mnist_dir: Path, tm
 def test_mlflow_logger_without_mlflow_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     import mnist_cifar.loggers as loggers
 
-    monkeypatch.setattr(loggers, "_MLFLOW_AVAILABLE", False)
+    monkeypatch.setattr(loggers.internals, "mlflow_available", lambda: False)
     with pytest.raises(loggers.ConfigError, match=r"pip install -e '\.\[mlflow\]'"):
         loggers.MLFlowLogger()

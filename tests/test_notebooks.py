@@ -10,15 +10,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import nbformat
 import pytest
 from conftest import DEFAULT_CONFIG, ROOT, write_cifar_batches, write_mnist
-from nbclient import NotebookClient
 
 import mnist_cifar.models as models
 from mnist_cifar.cli import run
 from mnist_cifar.experiments import definition
 from mnist_cifar.experiments.__main__ import main as experiments_main
+
+TEST_EXTRA = "the test extra is not installed: pip install -e '.[test]'"
+nbformat = pytest.importorskip("nbformat", reason=TEST_EXTRA)
+NotebookClient = pytest.importorskip("nbclient", reason=TEST_EXTRA).NotebookClient
 
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ("01-data.ipynb", "02-models.ipynb", "03-results.ipynb")

@@ -221,6 +221,7 @@ def test_resuming_last_without_a_last_checkpoint_is_named(tmp_path: Path, capsys
     assert "--ckpt_path last found no checkpoint" in err and "lenet_mnist" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_save_is_one_paragraph_and_keeps_the_last_checkpoint(mnist_dir: Path,
                                                                                    tmp_path: Path) -> None:
     """A file-size limit (RLIMIT_FSIZE, with SIGXFSZ ignored) makes the next checkpoint write fail as a full disk

@@ -141,6 +141,7 @@ def test_a_fit_on_a_locked_run_is_refused_naming_the_holder(mnist_dir: Path, tmp
     assert fit(mnist_dir, 2, "--ckpt_path", "last").trainer.current_epoch == 2  # free again once released
 
 
+@pytest.mark.slow
 def test_two_resumes_started_together_run_one_at_a_time(mnist_dir: Path, tmp_path: Path) -> None:
     first = fit(mnist_dir, 1)
     run_dir = Path(first.trainer.log_dir)

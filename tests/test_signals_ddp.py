@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import ROOT
 
@@ -52,6 +53,7 @@ def wait_gone(pids: list[int], seconds: float = 60) -> list[int]:
     return [p for p in pids if alive(p)]
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_launcher_before_training_leaves_no_rank_behind(mnist_dir: Path, tmp_path: Path) -> None:
     launcher = subprocess.Popen(fit(mnist_dir, "--trainer.max_epochs", "50"), cwd=tmp_path,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -66,6 +68,7 @@ def test_sigterm_to_the_launcher_before_training_leaves_no_rank_behind(mnist_dir
     assert not wait_gone(ranks), "a rank outlived its launcher"
 
 
+@pytest.mark.slow
 def test_sigterm_in_the_last_validation_saves_the_epoch_and_skips_the_test(mnist_dir: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(fit(mnist_dir, "--trainer.max_epochs", "2",

@@ -24,6 +24,8 @@ from conftest import ROOT, assert_one_process_test_figures, write_mnist
 
 from mnist_cifar.experiments.logs import read_scalars
 
+pytestmark = pytest.mark.cluster  # a real SLURM cluster: `pytest -m ""` or `pytest -m cluster`
+
 EPOCHS = 2
 STEPS_PER_EPOCH = 450
 RUN_ARGS = {"trainer.max_epochs": EPOCHS, "data.init_args.val_size": 50, "data.init_args.batch_size": 1,

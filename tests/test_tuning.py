@@ -6,21 +6,22 @@ config runs with `fit`; a study on a real PostgreSQL server with two workers (sk
 from __future__ import annotations
 
 import csv
-import re
-from collections import Counter
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
-import optuna
 import pytest
 import yaml
 from conftest import ROOT
 
 from mnist_cifar.experiments.logs import read_scalars
+
+optuna = pytest.importorskip("optuna", reason="the tune extra is not installed: pip install -e '.[tune]'")
 
 
 
@@ -67,6 +68,7 @@ def wait_for_a_trial_in_flight_with_a_checkpoint(study_dir: Path) -> None:
     raise AssertionError("no trial reached its first checkpoint in 300 s")
 
 
+@pytest.mark.slow
 def test_a_study_prunes_shares_its_journal_survives_sigterm_and_gives_a_runnable_best_config(
         mnist_dir: Path, tmp_path: Path) -> None:
     spec = tmp_path / "tiny_study.yaml"
@@ -106,6 +108,7 @@ def test_a_study_prunes_shares_its_journal_survives_sigterm_and_gives_a_runnable
 POSTGRES = os.environ.get("MNIST_CIFAR_TEST_POSTGRES")  # .ci/run exports what .ci/postgres.sh prints
 
 
+@pytest.mark.cluster
 def test_two_commands_share_a_study_on_postgresql(mnist_dir: Path, tmp_path: Path) -> None:
     """As two machines would: two `tune` commands on one PostgreSQL study finish its budget (a trial each) between
     them, neither running a trial the other has."""

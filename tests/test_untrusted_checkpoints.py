@@ -6,8 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -105,6 +105,7 @@ FOREIGN = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("edit, key", [(e, k) for _, e, k in FOREIGN], ids=[name for name, _, _ in FOREIGN])
 def test_a_foreign_class_in_a_checkpoint_is_refused_before_any_import(
         edit: Callable[[dict], None], key: str, fitted: Path, mnist_dir: Path, tmp_path: Path) -> None:

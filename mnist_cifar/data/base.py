@@ -23,6 +23,7 @@ from mnist_cifar.data.sampling import DeviceBatches, ShardSampler
 from mnist_cifar.data.sources import Split
 from mnist_cifar.data.user_images import read_user_images
 from mnist_cifar.errors import ConfigError, DataNotFoundError
+from mnist_cifar.internals import batches_done_in_epoch, shift_batches_done
 
 DATA_ENV = "MNIST_CIFAR_DATA"
 CACHE_ENV = "MNIST_CIFAR_CACHE"
@@ -266,7 +267,7 @@ class ImageDataModule(L.LightningDataModule):
         ranks), so a resume skips exactly the images already trained on, whatever batch size it runs with."""
         if self.trainer is None or not self.trainer.training or self.trainer.should_stop:
             return {}  # an epoch the trainer stops early (max_time, a callback) counts as done: it resumes at the next
-        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        done = batches_done_in_epoch(self.trainer)
         epoch, start_batch, start_images = self._position_offset or (-1, 0, 0)
         if epoch != self.trainer.current_epoch:
             start_batch, start_images = 0, 0
@@ -288,10 +289,7 @@ class ImageDataModule(L.LightningDataModule):
         sampler.skip_images = images
         aligned = -(-len(sampler) // batch_size) - -(-sampler.remaining() // batch_size)
         if aligned != done and self.trainer is not None:
-            progress = self.trainer.fit_loop.epoch_loop.batch_progress
-            for counter in (progress.current, progress.total):
-                for stage in ("ready", "started", "processed", "completed"):
-                    setattr(counter, stage, getattr(counter, stage) + aligned - done)
+            shift_batches_done(self.trainer, aligned - done)
         self._position_offset = (self.trainer.current_epoch if self.trainer is not None else 0, aligned, images)
 
     def train_dataloader(self) -> DataLoader:

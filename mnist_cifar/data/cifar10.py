@@ -11,8 +11,8 @@ from mnist_cifar.data.base import ImageDataModule
 from mnist_cifar.data.sources import (
     CIFAR_BATCHES_DIR,
     Split,
-    find_cifar_batches,
     check_image_folder,
+    find_cifar_batches,
     find_image_folder,
     read_cifar_batches,
     read_image_folder,

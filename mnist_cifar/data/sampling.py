@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor
-from torch.utils.data import DistributedSampler, Dataset
+from torch.utils.data import Dataset, DistributedSampler
 
 
 class ShardSampler(DistributedSampler):

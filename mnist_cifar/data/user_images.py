@@ -1,7 +1,8 @@
 """The user's own image files, for `predict`: any size, format or colour, converted to the data set's shape.
 
 Each file is decoded on its own (Pillow), converted to RGB (a gray file stays gray), turned into one luma channel
-for a grayscale data set (the same `rgb_to_grayscale` the data sets use) and resized to the data set's height x width, as the notes' last
+for a grayscale data set (the same `rgb_to_grayscale` the data sets use) and resized to the data set's height x width,
+as the notes' last
 step does before asking a trained network; only the small resized image is kept, so memory stays bounded by
 the largest single file. Palette, 16-bit, CMYK and alpha images are converted; an animated GIF is read by its
 first frame. A file that is not a readable image is set aside with the specific reason, so one bad file never

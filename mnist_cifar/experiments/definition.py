@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from mnist_cifar.errors import ConfigError
 from mnist_cifar.runs.yaml_bounds import load_file
 

@@ -165,6 +165,7 @@ def write_report(experiment: Experiment, root: Path, out_dir: Path) -> Path | No
         writer.writeheader()
         writer.writerows(asdict(r) for r in results)
     table = markdown_table(experiment, results)
-    (out_dir / "results.md").write_text(f"## {experiment.name}\n\n{experiment.description}\n\n{table}\n\n![{experiment.name}]({experiment.name}.png)\n")
+    figure = f"![{experiment.name}]({experiment.name}.png)"
+    (out_dir / "results.md").write_text(f"## {experiment.name}\n\n{experiment.description}\n\n{table}\n\n{figure}\n")
     plot(experiment, results, out_dir / f"{experiment.name}.png")
     return out_dir / "results.md"

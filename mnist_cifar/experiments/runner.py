@@ -23,9 +23,9 @@ from pathlib import Path
 
 from mnist_cifar.experiments.definition import REPO, Experiment, Variant
 from mnist_cifar.experiments.logs import is_complete
+from mnist_cifar.parent_death import die_with_parent
 from mnist_cifar.runs.folder import KEPT_AFRESH, RunFolder
 from mnist_cifar.runs.lock import INHERITED_LOCK_ENV, try_lock
-from mnist_cifar.parent_death import die_with_parent
 
 FIRST_SEED = 42
 MAIN = REPO / "main.py"

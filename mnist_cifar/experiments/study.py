@@ -48,11 +48,11 @@ import yaml
 from mnist_cifar.errors import ConfigError
 from mnist_cifar.experiments.definition import REPO, overrides
 from mnist_cifar.experiments.logs import process_seconds, read_scalars
-from mnist_cifar.experiments.runner import (MAIN, die_with_the_runner, handing_down, lock_run, start_afresh,
-                                           thread_args)
-from mnist_cifar.tuning import PRUNED_FILE, cut_torn_journal, open_storage
-from mnist_cifar.runs.yaml_bounds import load_file
+from mnist_cifar.experiments.runner import MAIN, die_with_the_runner, handing_down, lock_run, start_afresh, thread_args
+from mnist_cifar.internals import trial_id
 from mnist_cifar.runs.folder import RunFolder
+from mnist_cifar.runs.yaml_bounds import load_file
+from mnist_cifar.tuning import PRUNED_FILE, cut_torn_journal, open_storage
 
 STUDY_KEYS = {"description", "config", "args", "space", "objective", "direction", "sampler", "pruner", "trials",
               "timeout", "seed"}
@@ -216,7 +216,7 @@ class Tuner:
                 if trial.state == TrialState.RUNNING and self._orphan(trial.user_attrs.get("worker", "")):
                     lock = lock_run(self.trial_dir(trial.number))
                     if lock is not None:
-                        optuna.trial.Trial(study, trial._trial_id).set_user_attr("worker", self.me)
+                        optuna.trial.Trial(study, trial_id(trial)).set_user_attr("worker", self.me)
                         return trial.number, trial.params, lock
             counted = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)]
             timed_out = self.study.timeout is not None and time.monotonic() - self.started > self.study.timeout
@@ -261,13 +261,13 @@ class Tuner:
         from optuna.trial import TrialState
 
         folder = self.trial_dir(number)
-        trial_id = study.get_trials(deepcopy=False)[number]._trial_id
+        storage_id = trial_id(study.get_trials(deepcopy=False)[number])
         resume = RunFolder.at(folder).last.is_file()
         if not resume:  # stopped before its first checkpoint
             start_afresh(folder)
         folder.mkdir(parents=True, exist_ok=True)
         with open(RunFolder.at(folder).output_log, "a") as output:
-            child = subprocess.Popen(self._command(trial_id, number, params, resume), stdout=output,
+            child = subprocess.Popen(self._command(storage_id, number, params, resume), stdout=output,
                                      stderr=subprocess.STDOUT, pass_fds=(lock,), env=handing_down(lock),
                                      preexec_fn=die_with_the_runner(os.getpid()))
             with self.lock:

@@ -114,7 +114,8 @@ def resolve(name: str, slot: Slot, source: str, key: str) -> Any:
             raise _refusal(source, key, name, f"it goes through the module {current.__name__}", slot)
     defined_in = getattr(current, "__module__", None) or ""
     if isinstance(current, ModuleType) or not _within(defined_in, packages):
-        where = f"it is {current.__name__}" if isinstance(current, ModuleType) else f"it is defined in {defined_in or 'no module'}"
+        where = (f"it is {current.__name__}" if isinstance(current, ModuleType)
+                 else f"it is defined in {defined_in or 'no module'}")
         raise _refusal(source, key, name, where, slot)
     base = _import_base(slot.base)
     if not (isinstance(current, type) and issubclass(current, base)):
