@@ -43,7 +43,7 @@ from mnist_cifar.runs.yaml_bounds import bound_jsonargparse, check_config_files,
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 CPU_UNSUPPORTED_PRECISIONS = {"16", "16-mixed", "16-true"}
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"  # package data
 
 
 class RunConfigSaver(SaveConfigCallback):

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parent / "configs"
 HEADER = ("| config | network | optimizer | schedule | batch | epochs | training augmentation | also |\n"
           "|---|---|---|---|---|---|---|---|")
 

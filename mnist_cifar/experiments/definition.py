@@ -25,7 +25,17 @@ from mnist_cifar.errors import ConfigError
 from mnist_cifar.runs.yaml_bounds import load_file
 
 REPO = Path(__file__).resolve().parents[2]
-EXPERIMENTS_DIR = REPO / "configs" / "experiments"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # package data: there in a clone and in an installed package
+EXPERIMENTS_DIR = CONFIGS / "experiments"
+
+
+def shipped_path(config: str | Path) -> Path:
+    """A config path as experiment and study files write it (`configs/x.yaml`, relative to the repository): the file in
+    a clone, and the packaged copy where the package is installed without one."""
+    path = Path(config)
+    if path.is_absolute() or (REPO / path).exists() or not path.parts or path.parts[0] != "configs":
+        return path if path.is_absolute() else REPO / path
+    return CONFIGS.joinpath(*path.parts[1:])
 
 
 def overrides(values: dict[str, Any]) -> list[str]:
@@ -78,7 +88,7 @@ def load(name: str) -> Experiment:
         config = body.get("config", spec.get("config"))
         if config is None:
             raise ConfigError(f"{path}, variant {variant!r}, has no config: give `config:` at the top or in the variant.")
-        variants.append(Variant(name=variant, config=REPO / config, args={**shared, **body.get("args", {})}))
+        variants.append(Variant(name=variant, config=shipped_path(config), args={**shared, **body.get("args", {})}))
     target = spec.get("target")
     if target is not None and not (isinstance(target, (int, float)) and 0 < target <= 1):
         raise ConfigError(f"{path}: target must be a validation accuracy between 0 and 1 (e.g. 0.99), got {target!r}.")

@@ -29,6 +29,8 @@ from mnist_cifar.runs.lock import INHERITED_LOCK_ENV, try_lock
 
 FIRST_SEED = 42
 MAIN = REPO / "main.py"
+# How a run's `fit` is started: main.py in a clone (as a user types it), the package's own entry where it is installed.
+FIT = [sys.executable, str(MAIN)] if MAIN.is_file() else [sys.executable, "-m", "mnist_cifar"]
 STOP_GRACE_SECONDS = 60  # how long a stopped run may take to save its checkpoint before it is killed
 
 
@@ -187,7 +189,7 @@ def _start(run: Run, slot: int, jobs: int, gpus: list[str] | None, threads: list
     output = None if jobs == 1 else open(RunFolder.at(run.folder).output_log, "w")  # noqa: SIM115 (the child owns it)
     where = "" if output is None else f" (output: {run.folder / 'output.log'})"
     resume_args = ["--ckpt_path=last"] if resume else []  # the run's own folder: its logger version is fixed
-    process = subprocess.Popen([sys.executable, str(MAIN), *run.args, *threads, *resume_args], env=handing_down(lock, env),
+    process = subprocess.Popen([*FIT, *run.args, *threads, *resume_args], env=handing_down(lock, env),
                                stdout=output, stderr=subprocess.STDOUT if output else None, pass_fds=(lock,),
                                preexec_fn=die_with_the_runner(os.getpid()))
     how = "resume" if resume else "start"

@@ -29,7 +29,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -39,7 +38,7 @@ from typing import Any
 from mnist_cifar.errors import ConfigError
 from mnist_cifar.experiments.definition import Experiment
 from mnist_cifar.experiments.logs import is_complete
-from mnist_cifar.experiments.runner import MAIN, Run, handing_down, lock_run, plan, start_afresh
+from mnist_cifar.experiments.runner import FIT, Run, handing_down, lock_run, plan, start_afresh
 from mnist_cifar.parent_death import die_with_parent
 from mnist_cifar.runs.folder import RunFolder
 
@@ -213,7 +212,7 @@ class SlurmRun:
                 print(f"--- {'resume' if resume else 'start'} (attempt {attempt + 1}, job {state.get('job')}) ---",
                       file=output, flush=True)
             self._child = subprocess.Popen(
-                [sys.executable, str(MAIN), *self.command, *(["--ckpt_path=last"] if resume else [])],
+                [*FIT, *self.command, *(["--ckpt_path=last"] if resume else [])],
                 stdout=output, stderr=subprocess.STDOUT, pass_fds=() if lock is None else (lock,),
                 env=None if lock is None else handing_down(lock),
                 preexec_fn=_run_process_setup(os.getpid()))

@@ -46,9 +46,9 @@ from typing import Any
 import yaml
 
 from mnist_cifar.errors import ConfigError
-from mnist_cifar.experiments.definition import REPO, overrides
+from mnist_cifar.experiments.definition import overrides, shipped_path
 from mnist_cifar.experiments.logs import process_seconds, read_scalars
-from mnist_cifar.experiments.runner import MAIN, die_with_the_runner, handing_down, lock_run, start_afresh, thread_args
+from mnist_cifar.experiments.runner import FIT, die_with_the_runner, handing_down, lock_run, start_afresh, thread_args
 from mnist_cifar.internals import trial_id
 from mnist_cifar.runs.folder import RunFolder
 from mnist_cifar.runs.yaml_bounds import load_file
@@ -98,7 +98,7 @@ def load(path: str) -> Study:
     if spec.get("objective", "val/acc").startswith("test/"):
         raise ConfigError(f"{file}: objective {spec['objective']!r} is a test figure; search on the validation "
                           f"split (e.g. val/acc) and test the chosen config once.")
-    return Study(name=file.stem, config=REPO / spec.pop("config"), space=spec.pop("space"), **spec)
+    return Study(name=file.stem, config=shipped_path(spec.pop("config")), space=spec.pop("space"), **spec)
 
 
 def distributions(study: Study) -> dict[str, Any]:
@@ -246,7 +246,7 @@ class Tuner:
         callback = {"class_path": "mnist_cifar.tuning.ReportToOptuna",
                     "init_args": {"storage": self.storage, "study": self.study.name, "trial": trial_id,
                                   "monitor": self.study.objective, "pruner": self.study.pruner}}
-        return [sys.executable, str(MAIN), "fit", "--config", str(self.study.config), *overrides(self.study.args),
+        return [*FIT, "fit", "--config", str(self.study.config), *overrides(self.study.args),
                 *overrides(params), f"--seed_everything={self.study.seed}",
                 f"--trainer.logger.init_args.save_dir={self.folder}", "--trainer.logger.init_args.name=trials",
                 f"--trainer.logger.init_args.version=trial{number:04d}", "--test_after_fit=false",
