@@ -1,6 +1,6 @@
-"""The recipe table of the README, generated from the shipped configs, so it states every recipe as it runs.
+"""The recipe table of docs/running.md, generated from the shipped configs, so it states every recipe as it runs.
 
-    python -m mnist_cifar.recipes            # prints the Markdown table (tests/test_docs.py compares the README's)
+    python -m mnist_cifar.recipes            # prints the Markdown table (tests/test_docs.py compares docs/running.md's)
 
 Read from each config file with the classes' own defaults filled in (e.g. CIFAR-10's crop + flip), without
 building anything: what a config says is what the run uses, because every lr-like value has one effect

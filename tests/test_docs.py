@@ -1,4 +1,4 @@
-"""The README's and docs/results.md's result tables are the report tool's output, copied, never typed by hand."""
+"""The result tables of the README and docs/ (and the recipe table) are the report tool's output, copied, never typed by hand."""
 from __future__ import annotations
 
 import re
@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT_ROW = re.compile(r"^\| \w+ \| (\d+) \| [\d.]+( ± [\d.]+)? % \|.*\|$")  # variant | seeds | mean (± std) | ...
-DOCUMENTS = ["README.md", "docs/results.md"]
+DOCUMENTS = ["README.md", "docs/results.md", "docs/results-overview.md"]
 
 
 def result_rows(path: Path) -> list[re.Match]:
@@ -31,11 +31,11 @@ def test_every_result_row_is_a_mean_over_at_least_three_seeds(document: str) -> 
     assert not few, f"{document} reports rows over fewer than three seeds:\n" + "\n".join(few)
 
 
-def test_the_readme_recipe_table_is_the_configs_own() -> None:
+def test_the_recipe_table_is_the_configs_own() -> None:
     """The recipe table is generated from the shipped configs (`python -m mnist_cifar.recipes`), never typed."""
     from mnist_cifar.recipes import table
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "running.md").read_text()
     marker = "<!-- recipes: python -m mnist_cifar.recipes -->\n"
     start = readme.index(marker) + len(marker)
     assert readme[start:readme.index("\n<!-- end recipes -->")] == table()
