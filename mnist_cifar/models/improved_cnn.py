@@ -2,7 +2,8 @@
 
 Each stage doubles the channels (default 32 -> 64 -> 128) and halves the image; global average pooling and
 one linear layer classify. BatchNorm lets it train fast with a high learning rate, dropout limits
-over-fitting; the notes' step up from LeNet (70.6 % here) towards VGG-class accuracy; see docs/results-overview.md for what was measured.
+over-fitting; the notes' step up from LeNet (70.6 % here) towards VGG-class accuracy; see
+docs/results-overview.md for what was measured.
 """
 
 from __future__ import annotations
