@@ -18,6 +18,7 @@ def run_script(name: str, *args: str, cwd: Path) -> None:
                    capture_output=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_trainer_overhead_writes_one_row_per_setting(tmp_path: Path) -> None:
     write_mnist(tmp_path / "data", n_train=5600, n_test=100)
     out = tmp_path / "overhead.csv"

@@ -136,6 +136,7 @@ def test_bad_config_value_is_a_one_paragraph_error(mnist_dir: Path, capsys: pyte
     assert "data.batch_size must be at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_help_and_print_config() -> None:
     help_text = run_main("fit", "--help")
     assert help_text.returncode == 0 and "--num_threads" in help_text.stdout

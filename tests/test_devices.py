@@ -130,6 +130,7 @@ def test_device_resident_batches_train_exactly_like_the_dataloader(cifar_dir: Pa
         assert torch.equal(tensor, on_device.model.state_dict()[name]), name
 
 
+@pytest.mark.slow
 def test_compiled_channels_last_checkpoints_load_without_them(mnist_dir: Path) -> None:
     fitted = run(["fit", "--config", LENET, "--data.data_dir", str(mnist_dir), *SMALL, "--trainer.max_epochs", "1",
                   "--trainer.limit_train_batches", "2", "--model.compile", "true", "--model.compile_backend", "eager",

@@ -132,6 +132,7 @@ def test_committed_notebooks_carry_their_outputs_from_the_real_data(name: str) -
         assert any("image/png" in o.get("data", {}) for o in outputs), f"{name} is committed without its figures"
 
 
+@pytest.mark.slow
 def test_data_notebook_shows_samples_augmentation_permutation_and_grayscale(
     workspace: dict[str, Path], monkeypatch: pytest.MonkeyPatch, jupyter_path: Path
 ) -> None:

@@ -173,6 +173,7 @@ def speedrun_args(cifar_dir: Path, logs: Path, name: str, *extra: str) -> list[s
             "--trainer.logger.init_args.name", name, *extra]
 
 
+@pytest.mark.slow
 def test_speedrun_cifar_resumes_bit_identically_with_its_lookahead(cifar_dir: Path, tmp_path: Path) -> None:
     """A crash at step 22 (mid-epoch 4, the lookahead average running), then `--ckpt_path last`: the same weights
     as a run straight through."""
