@@ -1,7 +1,20 @@
-"""mnist-cifar: classic MNIST and CIFAR-10 experiments as LightningCLI configs."""
+"""mnist-cifar: classic MNIST and CIFAR-10 experiments as LightningCLI configs.
 
-from mnist_cifar.classifier import ImageClassifier
-from mnist_cifar.data import CIFAR10DataModule, ImageDataModule, MNISTDataModule
-from mnist_cifar.errors import UserFacingError
+The names below are imported when first used (PEP 562), so commands that never train (`predict` with an exported
+file, `python -m mnist_cifar.experiments status`) do not pay for importing Lightning."""
 
-__all__ = ["CIFAR10DataModule", "ImageClassifier", "ImageDataModule", "MNISTDataModule", "UserFacingError"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {"ImageClassifier": "mnist_cifar.classifier", "CIFAR10DataModule": "mnist_cifar.data",
+          "ImageDataModule": "mnist_cifar.data", "MNISTDataModule": "mnist_cifar.data",
+          "UserFacingError": "mnist_cifar.errors"}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'mnist_cifar' has no attribute {name!r}")
