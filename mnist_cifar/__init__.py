@@ -6,7 +6,10 @@ file, `python -m mnist_cifar.experiments status`) do not pay for importing Light
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
+
+CONFIGS = Path(__file__).resolve().parent / "configs"  # the shipped configs: package data (configs/ in a clone)
 
 _WHERE = {"ImageClassifier": "mnist_cifar.classifier", "CIFAR10DataModule": "mnist_cifar.data",
           "ImageDataModule": "mnist_cifar.data", "MNISTDataModule": "mnist_cifar.data",

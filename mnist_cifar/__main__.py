@@ -14,9 +14,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-STARTED = time.monotonic()  # a run's process.json counts the process from here (after the package's own imports)
+from mnist_cifar import CONFIGS
 
-CONFIGS = Path(__file__).resolve().parent / "configs"
+STARTED = time.monotonic()  # a run's process.json counts the process from here (after the package's own imports)
 
 
 def shipped_config(value: str) -> str:

@@ -91,14 +91,9 @@ def check_bookkeeping(checkpoint: dict, path: str) -> None:
 
 
 def refuse_untrusted_checkpoint(path: str) -> None:
-    """For `ImageClassifier.load_from_checkpoint` from Python: the same closed check as the CLI's, before Lightning
-    rebuilds the network from the file's config."""
-    checkpoint = load_checkpoint(path)
-    check_bookkeeping(checkpoint, path)
-    model = check_model_config(checkpoint.get("hyper_parameters") or {}, path, set())
-    if isinstance(model.get("net"), dict):
-        check_network_size(model["net"], checkpoint.get("state_dict", {}), path)
-    check_data_config(checkpoint.get("datamodule_hyper_parameters") or {}, path, set())  # the whole file is checked
+    """For `ImageClassifier.load_from_checkpoint` from Python: the CLI's closed check of the whole file (its model and
+    data config, the network's size), before Lightning rebuilds the network from it."""
+    config_from_checkpoint(path)
 
 
 def user_named_classes(argv: Sequence[str]) -> set[str]:

@@ -27,6 +27,7 @@ from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_only
 
+from mnist_cifar import CONFIGS
 from mnist_cifar.checkpoint_io import NO_ROOM
 from mnist_cifar.checkpoints import check_checkpoint, find_last, with_checkpoint_config
 from mnist_cifar.classifier import ImageClassifier, refuse_torch_one_cycle
@@ -43,7 +44,7 @@ from mnist_cifar.runs.yaml_bounds import bound_jsonargparse, check_config_files,
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 CPU_UNSUPPORTED_PRECISIONS = {"16", "16-mixed", "16-true"}
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"  # package data
+DEFAULT_CONFIG = CONFIGS / "default.yaml"
 
 
 class RunConfigSaver(SaveConfigCallback):

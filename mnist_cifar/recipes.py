@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-CONFIGS = Path(__file__).resolve().parent / "configs"
+from mnist_cifar import CONFIGS
+
 HEADER = ("| config | network | optimizer | schedule | batch | epochs | training augmentation | also |\n"
           "|---|---|---|---|---|---|---|---|")
 

@@ -17,9 +17,7 @@ from typing import Any
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
-from mnist_cifar.runs.folder import METRICS
-
-RECORD_FILE = METRICS
+from mnist_cifar.runs.folder import RunFolder
 
 
 class RunRecord(Logger):
@@ -52,7 +50,7 @@ class RunRecord(Logger):
         line = {"step": step, **{key: _plain(value) for key, value in metrics.items()}}
         folder = Path(self.log_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / RECORD_FILE, "a") as file:
+        with open(RunFolder.at(folder).metrics, "a") as file:
             file.write(json.dumps(line) + "\n")
 
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
@@ -66,7 +64,7 @@ def _plain(value: Any) -> float | None:
 
 def read_record(run_dir: Path) -> dict[str, list[tuple[int, float]]] | None:
     """Every metric of a run folder's record as (step, value) pairs, or None when it has no record."""
-    path = run_dir / RECORD_FILE
+    path = RunFolder.at(run_dir).metrics
     if not path.is_file():
         return None
     metrics: dict[str, list[tuple[int, float]]] = {}

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mnist_cifar import CONFIGS
 from mnist_cifar.errors import ConfigError
 from mnist_cifar.runs.yaml_bounds import load_file
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # package data: there in a clone and in an installed package
 EXPERIMENTS_DIR = CONFIGS / "experiments"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_cifar.run_record import read_record
-from mnist_cifar.runs.folder import PROCESS
+from mnist_cifar.runs.folder import RunFolder
 
 
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -32,12 +32,9 @@ def is_complete(run_dir: Path) -> bool:
     return run_dir.is_dir() and "test/acc" in read_scalars(run_dir)
 
 
-PROCESS_FILE = PROCESS  # the run's `fit` processes' wall time, start to exit, written by each process itself
-
-
 def process_seconds(run_dir: Path) -> float:
     """The whole-process wall time the runner recorded for a run (summed over resumes); NaN when there is none."""
-    path = run_dir / PROCESS_FILE
+    path = RunFolder.at(run_dir).process
     return float(json.loads(path.read_text())["process_seconds"]) if path.is_file() else float("nan")
 
 
@@ -47,4 +44,4 @@ def add_process_seconds(folder: Path, seconds: float) -> None:
     own figure as it exits, however it exits (a signal, an error), so a runner that dies loses no time."""
     earlier = process_seconds(folder)  # NaN before the run's first process ended
     total = seconds if math.isnan(earlier) else earlier + seconds
-    (folder / PROCESS_FILE).write_text(json.dumps({"process_seconds": total}))
+    RunFolder.at(folder).process.write_text(json.dumps({"process_seconds": total}))

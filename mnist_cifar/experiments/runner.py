@@ -179,15 +179,16 @@ def start_afresh(folder: Path) -> None:
 
 
 def _start(run: Run, slot: int, jobs: int, gpus: list[str] | None, threads: list[str], lock: int) -> subprocess.Popen:
-    resume = RunFolder.at(run.folder).last.is_file()
+    folder = RunFolder.at(run.folder)
+    resume = folder.last.is_file()
     if not resume:
         start_afresh(run.folder)  # a run killed before its first checkpoint starts afresh
     run.folder.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
-    output = None if jobs == 1 else open(RunFolder.at(run.folder).output_log, "w")  # noqa: SIM115 (the child owns it)
-    where = "" if output is None else f" (output: {run.folder / 'output.log'})"
+    output = None if jobs == 1 else open(folder.output_log, "w")  # noqa: SIM115 (the child owns it)
+    where = "" if output is None else f" (output: {folder.output_log})"
     resume_args = ["--ckpt_path=last"] if resume else []  # the run's own folder: its logger version is fixed
     process = subprocess.Popen([*FIT, *run.args, *threads, *resume_args], env=handing_down(lock, env),
                                stdout=output, stderr=subprocess.STDOUT if output else None, pass_fds=(lock,),

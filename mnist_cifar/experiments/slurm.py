@@ -197,16 +197,17 @@ class SlurmRun:
                 return "done"
             self._update(state, state="failed" if attempt == retries else "retrying", exit=code)
         raise RuntimeError(f"{folder}: failed {retries + 1} times, the last with exit {code}; see "
-                           f"{folder / 'output.log'}")
+                           f"{RunFolder.at(folder).output_log}")
 
     def _attempt(self, folder: Path, lock: int | None, state: dict[str, Any], attempt: int) -> int:
-        resume = RunFolder.at(folder).last.is_file()
+        run = RunFolder.at(folder)
+        resume = run.last.is_file()
         if self.rank == 0:
             if not resume:  # a run stopped before its first checkpoint starts afresh
                 start_afresh(folder)
             folder.mkdir(parents=True, exist_ok=True)
             self._update(state, state="running", attempts=state.get("attempts", 0) + 1, exit=None)
-        output = open(RunFolder.at(folder).output_log if self.rank == 0 else os.devnull, "a")  # noqa: SIM115
+        output = open(run.output_log if self.rank == 0 else os.devnull, "a")  # noqa: SIM115
         with output:
             if self.rank == 0:
                 print(f"--- {'resume' if resume else 'start'} (attempt {attempt + 1}, job {state.get('job')}) ---",

@@ -20,7 +20,6 @@ from pathlib import Path
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
-CHECKPOINT_SUFFIX = ".ckpt"
 LOCK = ".lock"
 METRICS = "metrics.jsonl"  # the logger-neutral record (mnist_cifar.run_record)
 PROCESS = "process.json"  # each `fit` process's wall time (mnist_cifar.experiments.logs)
@@ -112,20 +111,3 @@ class RunFolder:
     @property
     def predictions(self) -> Path:
         return self.path / "predictions.csv"
-
-    # -- identity --------------------------------------------------------------------------------------
-    def same_as(self, other: RunFolder) -> bool:
-        return self.real == other.real
-
-    def owns_checkpoint(self, file: str | os.PathLike) -> bool:
-        """Whether `file` is a checkpoint file directly in this run's (resolved) `checkpoints/` folder.
-
-        Never a URL, never a folder, never outside: what Lightning may delete when a better checkpoint replaces it.
-        The file itself is not resolved (removing a link removes the link, not what it points to)."""
-        text = os.fspath(file)
-        if "://" in text or not text.endswith(CHECKPOINT_SUFFIX):
-            return False
-        candidate = Path(os.path.abspath(Path(text).expanduser()))
-        if candidate.parent.resolve() != self.checkpoints.resolve():
-            return False
-        return not candidate.exists() or candidate.is_symlink() or candidate.is_file()

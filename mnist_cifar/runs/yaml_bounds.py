@@ -77,12 +77,15 @@ def safe_load(text: str, source: str) -> Any:
     return yaml.safe_load(text)
 
 
+def _read_bounded(path: str | Path) -> str:
+    """A file's text, read no further than one byte past the size bound (enough for `check_bounds` to refuse it)."""
+    with Path(path).expanduser().open("rb") as handle:
+        return handle.read(MAX_BYTES + 1).decode("utf-8", errors="replace")
+
+
 def load_file(path: str | Path) -> Any:
     """A YAML file's content within the bounds (the file's name in the error)."""
-    file = Path(path).expanduser()
-    with file.open("rb") as handle:
-        raw = handle.read(MAX_BYTES + 1)
-    return safe_load(raw.decode("utf-8", errors="replace"), str(path))
+    return safe_load(_read_bounded(path), str(path))
 
 
 def bounded(loader: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -115,10 +118,8 @@ def check_config_files(argv: list[str]) -> None:
             value = argv[i + 1]
         else:
             continue
-        file = Path(value).expanduser()
-        if _is_file(file):
-            with file.open("rb") as handle:
-                check_bounds(handle.read(MAX_BYTES + 1).decode("utf-8", errors="replace"), str(value))
+        if _is_file(Path(value).expanduser()):
+            check_bounds(_read_bounded(value), str(value))
         else:
             check_bounds(value, "the YAML given to --config")
 
