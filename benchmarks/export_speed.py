@@ -21,9 +21,9 @@ import torch
 import yaml
 from results_csv import append_rows  # benchmarks/ is on the path when a script here runs
 
-from mnist_cifar.cli import DEFAULT_CONFIG, build
-from mnist_cifar.export import Loaded, checkpoint_logits, write
-from mnist_cifar.exported import ExportedModel
+from mnist_cifar.cli.main import DEFAULT_CONFIG, build
+from mnist_cifar.export.exported import ExportedModel
+from mnist_cifar.export.write import Loaded, checkpoint_logits, write
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))

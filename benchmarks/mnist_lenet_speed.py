@@ -21,7 +21,7 @@ from results_csv import append_rows  # benchmarks/ is on the path when a script 
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from mnist_cifar.cli import build
+from mnist_cifar.cli.main import build
 from mnist_cifar.models import LeNet5
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from results_csv import append_rows  # benchmarks/ is on the path when a script here runs
 
-from mnist_cifar.cli import build
+from mnist_cifar.cli.main import build
 from mnist_cifar.data import MNISTDataModule, augment
 from mnist_cifar.models import LeNet5
 

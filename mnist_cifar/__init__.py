@@ -9,9 +9,13 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from mnist_cifar import moved
+
+moved.install()  # old module paths (before the subpackages) still import, with a warning
+
 CONFIGS = Path(__file__).resolve().parent / "configs"  # the shipped configs: package data (configs/ in a clone)
 
-_WHERE = {"ImageClassifier": "mnist_cifar.classifier", "CIFAR10DataModule": "mnist_cifar.data",
+_WHERE = {"ImageClassifier": "mnist_cifar.training.classifier", "CIFAR10DataModule": "mnist_cifar.data",
           "ImageDataModule": "mnist_cifar.data", "MNISTDataModule": "mnist_cifar.data",
           "UserFacingError": "mnist_cifar.errors"}
 __all__ = sorted(_WHERE)

@@ -45,10 +45,10 @@ def main(argv: Sequence[str] | None = None, started: float = STARTED) -> None:
 
         experiments(args[1:])
         return
-    from mnist_cifar.exported import run_without_the_trainer
+    from mnist_cifar.export.command import run_without_the_trainer
 
     run_without_the_trainer(args)  # export, or predict with an exported file: then it exits
-    from mnist_cifar.cli import DEFAULT_CONFIG, run
+    from mnist_cifar.cli.main import DEFAULT_CONFIG, run
 
     run(args, default_config=DEFAULT_CONFIG, started=started)
 

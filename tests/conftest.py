@@ -6,9 +6,14 @@ every pixel value is known, so readers can be checked exactly.
 
 from __future__ import annotations
 
+import os
 import pickle
+import signal
 import struct
 import subprocess
+import sys
+import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +24,27 @@ from torchvision.io import write_png
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
+# The one tiny run: a 50-image validation split, small batches, no progress bar (tests add epochs and the rest).
+TINY = ["--data.val_size", "50", "--data.batch_size", "32", "--trainer.enable_progress_bar", "false"]
+
+
+def cli(*args: str):  # noqa: ANN201 (an ExperimentCLI; imported late so collection stays light)
+    """One `main.py` command in this process, as `main.py` runs it (the shipped defaults, the one error path).
+    The `isolated` fixture puts back what the command changes in the process."""
+    from mnist_cifar.cli.main import run
+
+    return run(list(args), default_config=DEFAULT_CONFIG)
+
+
+def tiny_fit(config: str | Path, data_dir: Path, epochs: int = 1, *extra: str):  # noqa: ANN201
+    """`fit` of a shipped config on tiny data for `epochs` epochs, in this process."""
+    return cli("fit", "--config", str(config), "--data.data_dir", str(data_dir), *TINY, "--trainer.max_epochs",
+               str(epochs), *extra)
+
+
 def assert_one_process_test_figures(run_dir: Path, data_dir: Path) -> None:
     """A DDP run's after-fit test figures (its record) equal one process's test of its best checkpoint."""
-    from mnist_cifar.cli import run
+    from mnist_cifar.cli.main import run
     from mnist_cifar.experiments.logs import read_scalars
 
     after_fit = {tag: values[-1][1] for tag, values in read_scalars(run_dir).items() if tag.startswith("test/")}
@@ -102,12 +125,36 @@ def cifar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test runs in its own folder (lightning_logs lands there) with no data or cache from the user."""
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test runs in its own folder (lightning_logs lands there) with no data or cache from the user, and
+    leaves the process as it found it: what an in-process `main.py` command changes (torch's threads, the
+    environment, warning filters, exception hooks, signal handlers) is put back after the test."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MNIST_CIFAR_DATA", raising=False)
     monkeypatch.setenv("MNIST_CIFAR_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("sys.argv", ["main.py"])
+    state = _process_state()
+    yield
+    _restore(state)
+
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+
+
+def _process_state() -> dict:
+    return {"threads": torch.get_num_threads(), "environ": dict(os.environ), "filters": list(warnings.filters),
+            "excepthook": sys.excepthook, "threading_excepthook": threading.excepthook,
+            "signals": {number: signal.getsignal(number) for number in SIGNALS}}
+
+
+def _restore(state: dict) -> None:
+    torch.set_num_threads(state["threads"])
+    os.environ.clear()
+    os.environ.update(state["environ"])
+    warnings.filters[:] = state["filters"]
+    sys.excepthook, threading.excepthook = state["excepthook"], state["threading_excepthook"]
+    for number, handler in state["signals"].items():
+        signal.signal(number, handler)
 
 
 # Written in the checkout by Python and pytest themselves, not by the tests.

@@ -8,27 +8,24 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
-from conftest import DEFAULT_CONFIG, ROOT
+from conftest import ROOT, TINY, cli
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from torchvision.io import decode_png
 
-from mnist_cifar import callbacks
-from mnist_cifar.callbacks import AugmentedSamples, ConfidentMistakes, ConfusionMatrix, HParamsWithResults
-from mnist_cifar.classifier import ImageClassifier
-from mnist_cifar.cli import ExperimentCLI, run
+from mnist_cifar.cli.main import ExperimentCLI
 from mnist_cifar.data import CIFAR10DataModule
 from mnist_cifar.models import CifarLeNet
+from mnist_cifar.reporting import callbacks
+from mnist_cifar.reporting.callbacks import AugmentedSamples, ConfidentMistakes, ConfusionMatrix, HParamsWithResults
+from mnist_cifar.training.classifier import ImageClassifier
 
 CIFAR = str(ROOT / "configs" / "lenet_cifar.yaml")
-TINY = ["--data.val_size", "50", "--data.batch_size", "32", "--trainer.max_epochs", "1"]
+ONE_EPOCH = [*TINY, "--trainer.max_epochs", "1"]
 FIGURES = ("samples/train_augmented", "test/confusion_matrix", "test/confident_mistakes")
 
-
-def cli(*args: str) -> ExperimentCLI:
-    return run(list(args), default_config=DEFAULT_CONFIG)
 
 
 def find(result: ExperimentCLI, kind: type) -> object:
@@ -39,7 +36,7 @@ def find(result: ExperimentCLI, kind: type) -> object:
 def fitted(cifar_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentCLI, EventAccumulator]:
     """One tiny CIFAR fit, ended by the test of its best checkpoint as every `fit` is, and its events."""
     logs = tmp_path_factory.mktemp("logs")
-    result = cli("fit", "--config", CIFAR, "--data.data_dir", str(cifar_dir), *TINY,
+    result = cli("fit", "--config", CIFAR, "--data.data_dir", str(cifar_dir), *ONE_EPOCH,
                  "--trainer.logger.init_args.save_dir", str(logs))
     events = EventAccumulator(result.trainer.log_dir, size_guidance={"images": 0, "scalars": 0, "tensors": 0})
     return result, events.Reload()
@@ -129,7 +126,7 @@ def test_the_dashboard_shows_the_training_curves_first(fitted: tuple[ExperimentC
 
 
 def result_metrics(result: ExperimentCLI) -> dict:
-    from mnist_cifar.run_record import read_record
+    from mnist_cifar.reporting.run_record import read_record
 
     return read_record(Path(result.trainer.log_dir)) or {}
 
@@ -160,7 +157,7 @@ def test_sample_grid_is_the_augmented_batch_the_network_trains_on(
     monkeypatch.setattr(ImageClassifier, "training_step",
                         lambda self, batch, i: trained.append(batch[0]) or training_step(self, batch, i))
     monkeypatch.setattr(callbacks, "displayable", lambda images, *a: drawn.append(images) or displayable(images, *a))
-    result = cli("fit", "--config", CIFAR, "--data.data_dir", str(cifar_dir), *TINY, "--test_after_fit", "false")
+    result = cli("fit", "--config", CIFAR, "--data.data_dir", str(cifar_dir), *ONE_EPOCH, "--test_after_fit", "false")
 
     shown = drawn[0]
     assert len(drawn) == 1 and len(shown) == 32
@@ -200,7 +197,7 @@ def test_confident_mistakes_keeps_only_the_top_wrong_predictions(tmp_path: Path)
                                     ["--trainer.logger", "lightning.pytorch.loggers.CSVLogger"]],
                          ids=["fast_dev_run", "csv-logger"])
 def test_without_tensorboard_the_figures_are_not_made(cifar_dir: Path, logger: list[str]) -> None:
-    result = cli("fit", "--config", CIFAR, "--data.data_dir", str(cifar_dir), *TINY, "--trainer.limit_train_batches", "2",
+    result = cli("fit", "--config", CIFAR, "--data.data_dir", str(cifar_dir), *ONE_EPOCH, "--trainer.limit_train_batches", "2",
                  "--trainer.limit_val_batches", "1", *logger)
     assert result.trainer.state.finished
     assert not list(Path().rglob("events.out.tfevents.*"))
@@ -223,7 +220,7 @@ def test_without_any_logger_the_callbacks_do_nothing(cifar_dir: Path) -> None:
 
 def test_step_loss_is_logged_every_n_steps_at_lightnings_steps(cifar_dir: Path, tmp_path: Path) -> None:
     """`train/loss_step` goes to the logger directly (not through `self.log`): at the steps Lightning would use."""
-    result = cli("fit", "--config", CIFAR, "--data.data_dir", str(cifar_dir), *TINY, "--trainer.log_every_n_steps",
+    result = cli("fit", "--config", CIFAR, "--data.data_dir", str(cifar_dir), *ONE_EPOCH, "--trainer.log_every_n_steps",
                  "2", "--trainer.logger.init_args.save_dir", str(tmp_path), "--test_after_fit", "false")
     steps = result.trainer.global_step
     events = EventAccumulator(result.trainer.log_dir).Reload()
@@ -234,9 +231,10 @@ def test_step_loss_is_logged_every_n_steps_at_lightnings_steps(cifar_dir: Path, 
 
 
 def test_progress_bar_is_ours_and_the_flag_still_turns_it_off(cifar_dir: Path, tmp_path: Path) -> None:
-    from mnist_cifar.progress import ProgressBar
+    from mnist_cifar.reporting.progress import ProgressBar
 
-    common = ["fit", "--config", CIFAR, "--data.data_dir", str(cifar_dir), *TINY, "--trainer.limit_train_batches",
+    common = ["fit", "--config", CIFAR, "--data.data_dir", str(cifar_dir), "--data.val_size", "50", "--data.batch_size",
+              "32", "--trainer.max_epochs", "1", "--trainer.limit_train_batches",
               "2", "--trainer.limit_val_batches", "1", "--test_after_fit", "false",
               "--trainer.logger.init_args.save_dir", str(tmp_path)]
     assert isinstance(cli(*common).trainer.progress_bar_callback, ProgressBar)

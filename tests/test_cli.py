@@ -9,18 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import DEFAULT_CONFIG, ROOT
+from conftest import DEFAULT_CONFIG, ROOT, TINY, cli
 
-from mnist_cifar.classifier import ImageClassifier
-from mnist_cifar.cli import ExperimentCLI, run
 from mnist_cifar.data import CIFAR10DataModule, MNISTDataModule
+from mnist_cifar.training.classifier import ImageClassifier
 
 CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if p.name != "default.yaml")
-TINY = ["--data.val_size", "50", "--data.batch_size", "32"]
 
-
-def cli(*args: str) -> ExperimentCLI:
-    return run(list(args), default_config=DEFAULT_CONFIG)
 
 
 def data_dir_for(config: Path, mnist_dir: Path, cifar_dir: Path) -> Path:
@@ -169,7 +164,7 @@ def test_one_cycle_schedule_length_comes_from_the_trainer(cifar_dir: Path) -> No
 
 
 def test_summary_shows_each_layers_output_shape_and_parameters() -> None:
-    from mnist_cifar.summary import summarize
+    from mnist_cifar.cli.summary import summarize
 
     table = str(summarize(["--config", str(ROOT / "configs" / "lenet_mnist.yaml")]))
     assert "[1, 6, 28, 28]" in table and "[1, 16, 5, 5]" in table and "[1, 10]" in table
@@ -200,7 +195,7 @@ def test_predict_own_images_writes_class_names_and_reports_unreadable_files(mnis
 
     out = tmp_path / "out.csv"
     predicted = cli("predict", "--ckpt_path", best, "--data.predict_path", str(folder),
-                    "--trainer.callbacks+=mnist_cifar.prediction_writer.PredictionCSVWriter",
+                    "--trainer.callbacks+=mnist_cifar.reporting.predictions.PredictionCSVWriter",
                     f"--trainer.callbacks.output={out}")
     assert predicted.datamodule.predict_set.images.shape == (2, 1, 28, 28)
     rows = {Path(row["source"]).name: row for row in _predictions(out)}
@@ -241,7 +236,7 @@ def test_denormals_are_flushed_on_every_intra_op_thread(mnist_dir: Path) -> None
     """A denormal product is zero after `build`, on the worker threads too (a late setting reaches only the main
     thread: half of a two-thread multiply would stay denormal). Its own process, so the thread pool starts fresh."""
     script = (
-        "import sys, torch; from mnist_cifar.cli import build; "
+        "import sys, torch; from mnist_cifar.cli.main import build; "
         f"build(['--config', 'configs/lenet_mnist.yaml', '--data.data_dir', {str(mnist_dir)!r}, '--num_threads', '2', "
         "'--trainer.logger', 'false'], "
         f"default_config={str(DEFAULT_CONFIG)!r}); "

@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import DEFAULT_CONFIG, ROOT, assert_one_process_test_figures, write_mnist
 
-from mnist_cifar.cli import run
+from mnist_cifar.cli.main import run
 from mnist_cifar.experiments.logs import read_scalars
 
 LENET = str(ROOT / "configs" / "lenet_mnist.yaml")

@@ -32,10 +32,10 @@ def test_every_result_row_is_a_mean_over_at_least_three_seeds(document: str) -> 
 
 
 def test_the_recipe_table_is_the_configs_own() -> None:
-    """The recipe table is generated from the shipped configs (`python -m mnist_cifar.recipes`), never typed."""
-    from mnist_cifar.recipes import table
+    """The recipe table is generated from the shipped configs (`python -m mnist_cifar.reporting.recipes`), never typed."""
+    from mnist_cifar.reporting.recipes import table
 
     readme = (ROOT / "docs" / "running.md").read_text()
-    marker = "<!-- recipes: python -m mnist_cifar.recipes -->\n"
+    marker = "<!-- recipes: python -m mnist_cifar.reporting.recipes -->\n"
     start = readme.index(marker) + len(marker)
     assert readme[start:readme.index("\n<!-- end recipes -->")] == table()

@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import DEFAULT_CONFIG, ROOT
 
-from mnist_cifar.cli import build
+from mnist_cifar.cli.main import build
 from mnist_cifar.errors import ConfigError
 from mnist_cifar.experiments import definition
 from mnist_cifar.experiments.__main__ import main as experiments_main

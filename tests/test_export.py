@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import DEFAULT_CONFIG, ROOT
+from conftest import DEFAULT_CONFIG, ROOT, cli
 
-from mnist_cifar import export
-from mnist_cifar.cli import build, run
-from mnist_cifar.exported import ExportedModel, run_without_the_trainer
+from mnist_cifar.cli.main import build
+from mnist_cifar.export import write as export
+from mnist_cifar.export.command import run_without_the_trainer
+from mnist_cifar.export.exported import ExportedModel
 
 onnx = pytest.importorskip("onnx", reason="the export extra is not installed: pip install -e '.[export]'")
 
@@ -92,9 +93,6 @@ def test_a_file_that_does_not_match_is_refused_and_an_existing_one_is_kept(mnist
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 
 
-def cli(*args: str) -> object:
-    return run(list(args), default_config=DEFAULT_CONFIG)
-
 
 def main_py(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], capture_output=True, text=True, timeout=300)
@@ -130,7 +128,7 @@ def test_export_a_checkpoint_then_predict_with_the_file(mnist_dir: Path, tmp_pat
             run_without_the_trainer(["predict", "--ckpt_path", str(target), source, str(where),
                                      "--output", str(tmp_path / "f.csv")])
         from_checkpoint = cli("predict", "--ckpt_path", str(best), source, str(where), "--data.download", "false",
-                              "--trainer.callbacks+=mnist_cifar.prediction_writer.PredictionCSVWriter",
+                              "--trainer.callbacks+=mnist_cifar.reporting.predictions.PredictionCSVWriter",
                               f"--trainer.callbacks.output={tmp_path / 'c.csv'}")
         assert from_checkpoint.trainer.state.finished
         got, expected = rows(tmp_path / "f.csv"), rows(tmp_path / "c.csv")

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import DEFAULT_CONFIG, ROOT
 
-from mnist_cifar.prediction_writer import write_csv
+from mnist_cifar.reporting.predictions import write_csv
 from mnist_cifar.runs.yaml_bounds import MAX_NODES, YamlTooLarge, expanded_size, safe_load
 
 MAIN = str(ROOT / "main.py")
@@ -60,7 +60,7 @@ def test_a_bomb_as_a_config_is_refused_naming_the_file(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_bomb_beside_a_checkpoint_is_refused(mnist_dir: Path, tmp_path: Path) -> None:
-    from mnist_cifar.cli import run
+    from mnist_cifar.cli.main import run
 
     fitted = run(["fit", "--config", str(ROOT / "configs" / "cnn_mnist.yaml"), "--data.data_dir", str(mnist_dir),
                   "--data.val_size", "50", "--trainer.max_epochs", "1", "--test_after_fit", "false",
@@ -92,8 +92,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An ONNX export of an untrained lenet_mnist (the real export path, parity check included)."""
     from conftest import write_mnist
 
-    from mnist_cifar import export
-    from mnist_cifar.cli import build
+    from mnist_cifar.cli.main import build
+    from mnist_cifar.export import write as export
 
     pytest.importorskip("onnx", reason=EXPORT_EXTRA)
     root = tmp_path_factory.mktemp("exported")
@@ -129,7 +129,7 @@ BAD_METADATA = {
 @pytest.mark.parametrize("case", list(BAD_METADATA))
 def test_exported_metadata_this_project_would_not_write_is_refused(case: str, exported: Path, tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture) -> None:
-    from mnist_cifar.exported import main as predict_with_file
+    from mnist_cifar.export.command import main as predict_with_file
 
     changes, words = BAD_METADATA[case]
     crafted = with_metadata(exported, tmp_path / f"{case}.onnx", **changes)
@@ -146,7 +146,7 @@ def test_exported_metadata_this_project_would_not_write_is_refused(case: str, ex
 
 
 def test_class_names_and_file_names_cannot_be_spreadsheet_formulas(exported: Path, tmp_path: Path) -> None:
-    from mnist_cifar.exported import main as predict_with_file
+    from mnist_cifar.export.command import main as predict_with_file
 
     names = ['=HYPERLINK("http://x","y")', "+1", "-1", "@SUM(A1)"] + [f"={i}+1" for i in range(4, 10)]
     crafted = with_metadata(exported, tmp_path / "formulas.onnx", class_names=json.dumps(names))

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import DEFAULT_CONFIG, ROOT
 
-from mnist_cifar.cli import build, run
+from mnist_cifar.cli.main import build, run
 
 CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if p.name != "default.yaml")
 STEPS = 4
@@ -57,7 +57,7 @@ def test_torchs_one_cycle_and_a_max_lr_are_refused(mnist_dir: Path, capsys: pyte
             "--trainer.fast_dev_run=1"]
     for extra, named in ((["--model.scheduler.init_args.max_lr=0.05"], "max_lr"),
                          (["--model.scheduler=torch.optim.lr_scheduler.OneCycleLR",
-                           "--model.scheduler.init_args.max_lr=0.05"], "mnist_cifar.schedules.OneCycleLR")):
+                           "--model.scheduler.init_args.max_lr=0.05"], "mnist_cifar.training.schedules.OneCycleLR")):
         with pytest.raises(SystemExit) as exit_info:
             run([*base, *extra], default_config=DEFAULT_CONFIG)
         assert exit_info.value.code == 2
@@ -93,10 +93,11 @@ def test_the_typed_momentum_is_where_one_cycle_starts(config: str, override: str
 
 
 def test_a_checkpoint_trained_with_torchs_one_cycle_still_tests(mnist_dir: Path, tmp_path: Path) -> None:
-    """Checkpoints from before `mnist_cifar.schedules.OneCycleLR` name torch's class: evaluating them needs no schedule."""
+    """Checkpoints from before `mnist_cifar.training.schedules.OneCycleLR` name torch's class: evaluating them needs
+    no schedule."""
     import torch
 
-    from mnist_cifar.checkpoint_io import HASH_KEY, content_hash
+    from mnist_cifar.runs.checkpoint_io import HASH_KEY, content_hash
 
     fitted = run(["fit", "--config", str(ROOT / "configs" / "lenet_mnist.yaml"), "--data.data_dir", str(mnist_dir),
                   "--data.val_size", "50", "--trainer.max_epochs", "1", "--test_after_fit", "false",

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DEFAULT_CONFIG, ROOT
+from conftest import ROOT, cli
 
-from mnist_cifar.cli import ExperimentCLI, run
 from mnist_cifar.experiments.logs import is_complete
 from mnist_cifar.experiments.report import read_run
 
@@ -18,13 +17,10 @@ CNN = str(ROOT / "configs" / "cnn_mnist.yaml")  # no schedule: a resume may add 
 QUIET = ["--data.val_size", "50", "--data.batch_size", "32", "--trainer.enable_progress_bar", "false"]
 
 
-def cli(*args: str) -> ExperimentCLI:
-    return run(list(args), default_config=DEFAULT_CONFIG)
-
 
 def test_csv_logger_fits_tests_predicts_and_resumes_in_one_run(mnist_dir: Path, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture) -> None:
-    csv_logger = ["--trainer.logger", "mnist_cifar.loggers.CSVLogger",
+    csv_logger = ["--trainer.logger", "mnist_cifar.reporting.loggers.CSVLogger",
                   "--trainer.logger.init_args.save_dir", str(tmp_path / "logs")]
     fitted = cli("fit", "--config", CNN, "--data.data_dir", str(mnist_dir), *QUIET, *csv_logger,
                  "--trainer.logger.init_args.version", "seed42", "--trainer.max_epochs", "1")
@@ -59,7 +55,7 @@ def test_a_list_of_loggers_resumes_last_in_the_same_run(mnist_dir: Path, tmp_pat
     config.write_text(yaml.safe_dump({"trainer": {"logger": [
         {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
          "init_args": {"save_dir": str(tmp_path / "logs"), "name": "listed"}},
-        {"class_path": "mnist_cifar.loggers.CSVLogger",
+        {"class_path": "mnist_cifar.reporting.loggers.CSVLogger",
          "init_args": {"save_dir": str(tmp_path / "logs"), "name": "listed"}},
     ]}}))
     base = ["fit", "--config", CNN, "--config", str(config), "--data.data_dir", str(mnist_dir), *QUIET]
@@ -81,7 +77,7 @@ def test_mlflow_logger_keeps_one_run_folder_and_one_mlflow_run(mnist_dir: Path, 
     from mlflow import MlflowClient
 
     logs = tmp_path / "logs"
-    mlflow_logger = ["--trainer.logger", "mnist_cifar.loggers.MLFlowLogger",
+    mlflow_logger = ["--trainer.logger", "mnist_cifar.reporting.loggers.MLFlowLogger",
                      "--trainer.logger.init_args.save_dir", str(logs)]
     base = ["fit", "--config", CNN, "--data.data_dir", str(mnist_dir), *QUIET, *mlflow_logger,
             "--trainer.logger.init_args.version", "seed42"]
@@ -115,11 +111,11 @@ def test_lightnings_own_mlflow_logger_is_refused_naming_ours(mnist_dir: Path, tm
         cli("fit", "--config", CNN, "--data.data_dir", str(mnist_dir), "--trainer.logger",
             "lightning.pytorch.loggers.MLFlowLogger", "--trainer.logger.init_args.save_dir", str(tmp_path))
     assert exit_info.value.code == 2 and not list(tmp_path.iterdir())
-    assert "Use --trainer.logger mnist_cifar.loggers.MLFlowLogger" in capsys.readouterr().err
+    assert "Use --trainer.logger mnist_cifar.reporting.loggers.MLFlowLogger" in capsys.readouterr().err
 
 
 def test_mlflow_logger_without_mlflow_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    import mnist_cifar.loggers as loggers
+    import mnist_cifar.reporting.loggers as loggers
 
     monkeypatch.setattr(loggers.internals, "mlflow_available", lambda: False)
     with pytest.raises(loggers.ConfigError, match=r"pip install -e '\.\[mlflow\]'"):

@@ -14,7 +14,7 @@ import pytest
 from conftest import DEFAULT_CONFIG, ROOT, write_cifar_batches, write_mnist
 
 import mnist_cifar.models as models
-from mnist_cifar.cli import run
+from mnist_cifar.cli.main import run
 from mnist_cifar.experiments import definition
 from mnist_cifar.experiments.__main__ import main as experiments_main
 

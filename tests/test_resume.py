@@ -17,9 +17,9 @@ import pytest
 import torch
 from conftest import DEFAULT_CONFIG, ROOT
 
-from mnist_cifar.checkpoint_io import HASH_KEY, content_hash, non_finite_weights
-from mnist_cifar.cli import run
+from mnist_cifar.cli.main import run
 from mnist_cifar.experiments.logs import read_scalars
+from mnist_cifar.runs.checkpoint_io import HASH_KEY, content_hash, non_finite_weights
 
 LENET = str(ROOT / "configs" / "lenet_cifar.yaml")
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import DEFAULT_CONFIG, ROOT
 
-from mnist_cifar.cli import run
+from mnist_cifar.cli.main import run
 
 CNN = str(ROOT / "configs" / "cnn_mnist.yaml")  # no schedule, no augmentation: an image is the same bytes each time
 LENET = str(ROOT / "configs" / "lenet_mnist.yaml")  # one-cycle, sized from the trainer

@@ -11,22 +11,17 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import DEFAULT_CONFIG, ROOT
+from conftest import ROOT, TINY, cli
 from PIL import Image
 
-from mnist_cifar.classifier import ImageClassifier
-from mnist_cifar.cli import ExperimentCLI, run
 from mnist_cifar.data import MNISTDataModule
 from mnist_cifar.data.user_images import read_user_images
 from mnist_cifar.errors import CheckpointError
 from mnist_cifar.models import LeNet5
+from mnist_cifar.training.classifier import ImageClassifier
 
 LENET = str(ROOT / "configs" / "lenet_mnist.yaml")
-TINY = ["--data.val_size", "50", "--data.batch_size", "32", "--trainer.enable_progress_bar", "false"]
 
-
-def cli(*args: str) -> ExperimentCLI:
-    return run(list(args), default_config=DEFAULT_CONFIG)
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +190,7 @@ def test_predict_reads_every_readable_image_and_names_why_the_others_are_not(tmp
 
 
 def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mnist_cifar import checkpoint_io
+    from mnist_cifar.runs import checkpoint_io
 
     path = tmp_path / "last.ckpt"
     checkpoint_io.atomic_save({"state_dict": {"w": torch.ones(3)}, "global_step": 1}, path)

@@ -11,26 +11,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DEFAULT_CONFIG, ROOT
+from conftest import ROOT, TINY, cli, tiny_fit
 from test_untrusted_checkpoints import craft
 
-from mnist_cifar.checkpoint_io import AtomicCheckpointIO
-from mnist_cifar.cli import ExperimentCLI, run
+from mnist_cifar.cli.main import ExperimentCLI
+from mnist_cifar.runs.checkpoint_io import AtomicCheckpointIO
 from mnist_cifar.runs.folder import RunFolder
 from mnist_cifar.runs.lock import try_lock
 
 CNN = str(ROOT / "configs" / "cnn_mnist.yaml")
-TINY = ["--data.val_size", "50", "--data.batch_size", "32", "--trainer.enable_progress_bar", "false",
-        "--test_after_fit", "false"]
+QUIET = ["--test_after_fit", "false"]
 
-
-def cli(*args: str) -> ExperimentCLI:
-    return run(list(args), default_config=DEFAULT_CONFIG)
 
 
 def fit(mnist_dir: Path, epochs: int, *extra: str) -> ExperimentCLI:
-    return cli("fit", "--config", CNN, "--data.data_dir", str(mnist_dir), *TINY, "--trainer.max_epochs", str(epochs),
-               *extra)
+    return tiny_fit(CNN, mnist_dir, epochs, *QUIET, *extra)
 
 
 def victim(root: Path) -> Path:
@@ -160,6 +155,7 @@ def test_two_resumes_started_together_run_one_at_a_time(mnist_dir: Path, tmp_pat
 BEFORE = Path(__file__).parent / "fixtures" / "run_before_issue_26"  # cnn_mnist, 2 epochs, written by e0f04ae
 
 
+@pytest.mark.filterwarnings("ignore::mnist_cifar.moved.MovedModuleWarning")  # its paths: tests/test_moved.py
 def test_a_checkpoint_written_before_the_run_folder_rules_still_tests_and_resumes(mnist_dir: Path,
                                                                                 tmp_path: Path) -> None:
     """The fixture's run was made by the code before `mnist_cifar.runs` (tiny MNIST of conftest, seed 0)."""

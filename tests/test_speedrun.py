@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import DEFAULT_CONFIG, ROOT
 
-from mnist_cifar.classifier import ImageClassifier
-from mnist_cifar.cli import run
+from mnist_cifar.cli.main import run
 from mnist_cifar.data import augment
 from mnist_cifar.models import AirbenchNet
+from mnist_cifar.training.classifier import ImageClassifier
 
 
 def test_whitening_decorrelates_the_patches_it_was_computed_from() -> None:
@@ -87,7 +87,7 @@ def test_speedrun_cifar_learns_on_the_cpu_as_shipped(cifar_dir: Path) -> None:
 
 
 def test_triangular_schedule_keeps_each_groups_own_rate() -> None:
-    from mnist_cifar.training_tricks import TriangularLR
+    from mnist_cifar.training.tricks import TriangularLR
 
     weights = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
     optimizer = torch.optim.SGD([{"params": weights[:1], "lr": 64.0}, {"params": weights[1:], "lr": 1.0}], lr=1.0)
@@ -117,7 +117,7 @@ def test_airbench_groups_scale_bias_lr_up_and_decay_down() -> None:
 def test_lookahead_pulls_the_weights_to_their_average_and_keeps_it_in_its_state() -> None:
     from types import SimpleNamespace
 
-    from mnist_cifar.training_tricks import Lookahead
+    from mnist_cifar.training.tricks import Lookahead
 
     module = ImageClassifier(net=torch.nn.Linear(2, 2, bias=False))
     with torch.no_grad():
@@ -139,7 +139,7 @@ def test_freeze_after_epochs_toggles_and_names_a_missing_parameter() -> None:
     from types import SimpleNamespace
 
     from mnist_cifar.errors import ConfigError
-    from mnist_cifar.training_tricks import FreezeAfterEpochs
+    from mnist_cifar.training.tricks import FreezeAfterEpochs
 
     module = ImageClassifier(net=AirbenchNet((3, 16, 16), 10, widths=(8, 8, 8)))
     freeze = FreezeAfterEpochs(["net.whiten.bias"], epochs=3)
@@ -200,7 +200,7 @@ def test_a_run_stopped_mid_epoch_by_the_trainer_resumes_at_the_next_whole_epoch(
 
 
 def test_triangular_schedule_without_a_length_says_what_it_needs() -> None:
-    from mnist_cifar.training_tricks import TriangularLR
+    from mnist_cifar.training.tricks import TriangularLR
 
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ValueError, match="needs total_steps"):

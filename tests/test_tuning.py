@@ -136,7 +136,7 @@ def test_two_commands_share_a_study_on_postgresql(mnist_dir: Path, tmp_path: Pat
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "studies").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_study_file_loads_and_names_keys_its_config_has(path: Path) -> None:
-    from mnist_cifar.cli import build
+    from mnist_cifar.cli.main import build
     from mnist_cifar.experiments.study import distributions, load
 
     study = load(str(path))
@@ -201,6 +201,7 @@ def test_a_worker_that_raises_fails_its_trial_and_tune_exits_non_zero(tmp_path: 
                                                                       capsys: pytest.CaptureFixture) -> None:
     import argparse
 
+    from mnist_cifar.errors import exits_on_user_errors
     from mnist_cifar.experiments import study as studies
     from mnist_cifar.experiments.__main__ import tune_study
 
@@ -210,7 +211,7 @@ def test_a_worker_that_raises_fails_its_trial_and_tune_exits_non_zero(tmp_path: 
     monkeypatch.setattr(studies.Tuner, "_run_trial", broken)
     args = argparse.Namespace(study=str(_study_file(tmp_path, 3)), root=tmp_path / "logs", jobs=1, storage=None,
                               trials=None)
-    with pytest.raises(SystemExit) as stopped:
+    with pytest.raises(SystemExit) as stopped, exits_on_user_errors():
         tune_study(args, [])
     err = capsys.readouterr().err
     assert stopped.value.code == 1 and "trial 0: RuntimeError: the disk went away" in err, err

@@ -11,18 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DEFAULT_CONFIG, ROOT, write_image_folder
+from conftest import ROOT, TINY, cli, write_image_folder
 
-from mnist_cifar.checkpoint_io import HASH_KEY, content_hash
-from mnist_cifar.cli import ExperimentCLI, run
+from mnist_cifar.runs.checkpoint_io import HASH_KEY, content_hash
 
 CNN = str(ROOT / "configs" / "cnn_mnist.yaml")  # no schedule: a resume may add epochs
-TINY = ["--data.val_size", "50", "--data.batch_size", "32", "--trainer.enable_progress_bar", "false"]
 ZEN = "Beautiful is better than ugly"  # what importing the standard library's `this` prints
 
-
-def cli(*args: str) -> ExperimentCLI:
-    return run(list(args), default_config=DEFAULT_CONFIG)
 
 
 def craft(source: Path, target: Path, edit: Callable[[dict], None]) -> Path:
@@ -164,8 +159,8 @@ def test_paths_and_download_in_a_checkpoint_are_not_used(tmp_path: Path, monkeyp
 
 def test_load_from_checkpoint_in_python_refuses_a_foreign_class_before_importing_it(fitted: Path,
                                                                                      tmp_path: Path) -> None:
-    from mnist_cifar.classifier import ImageClassifier
     from mnist_cifar.errors import CheckpointError
+    from mnist_cifar.training.classifier import ImageClassifier
 
     crafted = craft(fitted, tmp_path / "foreign.ckpt", _set_net("this.Anything"))
     sys.modules.pop("this", None)
@@ -252,14 +247,14 @@ def _predict(crafted: Path, data: Path) -> None:
 
 
 def _export(crafted: Path, data: Path) -> None:
-    from mnist_cifar.export import main as export_main
+    from mnist_cifar.export.write import main as export_main
 
     export_main(["--ckpt_path", str(crafted), "--data.data_dir", str(data), "--output", str(crafted) + ".onnx"])
 
 
 def _load_from_checkpoint(crafted: Path, data: Path) -> None:
-    from mnist_cifar.classifier import ImageClassifier
     from mnist_cifar.errors import UserFacingError
+    from mnist_cifar.training.classifier import ImageClassifier
 
     try:
         ImageClassifier.load_from_checkpoint(crafted)
@@ -318,8 +313,8 @@ def test_a_network_bigger_than_its_weights_is_refused_before_allocating(trained:
     """Sized on the meta device first: a width of 10**6 would take ~4 GB of real memory before the shape check."""
     import resource
 
-    from mnist_cifar.classifier import ImageClassifier
     from mnist_cifar.errors import CheckpointError
+    from mnist_cifar.training.classifier import ImageClassifier
 
     last, _ = trained
     crafted = craft(last, tmp_path / "wide.ckpt", _net_arg("n_feature", 10**6))

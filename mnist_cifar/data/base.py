@@ -194,7 +194,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def stored_split(self, split: str) -> Split:
         """`split` as the files hold it, before the luma conversion of a grayscale run: what a user of an exported
-        file feeds it (`mnist_cifar.export`)."""
+        file feeds it (`mnist_cifar.export.write`)."""
         source = self.find_source()
         if source is None:
             raise self._not_found("it was not downloaded (prepare_data did not run or download is disabled)")

@@ -20,6 +20,7 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.io import ImageReadMode, decode_image, read_file
 
 from mnist_cifar.errors import DataCorruptError
+from mnist_cifar.files import atomic_write
 
 Split = tuple[Tensor, Tensor]
 
@@ -198,10 +199,7 @@ def _read_cache(cache_file: Path, count: int, image_shape: tuple[int, int, int])
 
 def _save_atomically(obj: object, path: Path) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(obj, partial)
-        os.replace(partial, path)
+        atomic_write(path, lambda partial: torch.save(obj, partial))
     except OSError as error:
         warnings.warn(
             f"Could not write the decoded-image cache {path} ({error}); the images will be decoded again next "

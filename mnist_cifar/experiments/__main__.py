@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from mnist_cifar.errors import ConfigError, UserFacingError
+from mnist_cifar.errors import ConfigError, Interrupted, WorkFailed, exits_on_user_errors
 from mnist_cifar.experiments import definition, slurm
 from mnist_cifar.experiments.report import write_report
-from mnist_cifar.experiments.runner import SweepInterrupted, run_experiment
+from mnist_cifar.experiments.runner import run_experiment
 
 SLURM_OPTIONS = {  # --backend slurm: what each run asks for (over the experiment file's `slurm:` block)
     "partition": (str, "SLURM partition"), "time": (str, "time limit per job: minutes, or [D-]HH:MM[:SS]"),
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     args, extra = parse(argv)
     data_dir = getattr(args, "data_dir", None)  # run and tune pass it to every run
     extra = extra + ([f"--data.data_dir={data_dir}"] if data_dir else [])
-    try:
+    with exits_on_user_errors():
         if args.command == "list":
             for name in definition.available():
                 experiment = definition.load(name)
@@ -98,12 +97,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.jobs < 1:
                 raise ConfigError(f"--jobs must be at least 1, got {args.jobs}.")
             jobs = args.jobs if not args.gpus or args.jobs > 1 else len(args.gpus)
-            try:
-                runs = run_experiment(experiment, args.seeds, args.root, extra, args.only, jobs, args.gpus)
-            except SweepInterrupted as stop:
-                print(f"error: the sweep was stopped ({stop}); run the same command again to finish it.",
-                      file=sys.stderr)
-                raise SystemExit(128 + stop.signal_number) from None
+            runs = run_experiment(experiment, args.seeds, args.root, extra, args.only, jobs, args.gpus)
             for run in runs:
                 print(f"{run.variant} seed {run.seed}: {run.outcome}")
             failed = [run for run in runs if run.failed]
@@ -113,11 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"report: {report}" if report else "no finished runs to report yet")
         if failed:
             names = "; ".join(f"{r.variant} seed {r.seed} ({r.outcome.splitlines()[0]}, see {r.folder})" for r in failed)
-            print(f"error: {len(failed)} run(s) did not finish: {names}.", file=sys.stderr)
-            raise SystemExit(1)
-    except UserFacingError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+            raise WorkFailed(f"{len(failed)} run(s) did not finish: {names}.")
 
 
 def tune_study(args: argparse.Namespace, extra: list[str]) -> None:
@@ -138,13 +128,11 @@ def tune_study(args: argparse.Namespace, extra: list[str]) -> None:
     print(f"study {chosen.name}: {folder / 'trials.csv'}" + (f", best config {folder / 'best.yaml'}"
                                                              if (folder / "best.yaml").is_file() else ""))
     if tuner.stopping is not None:
-        print("error: the study was stopped; run the same command again to continue it.", file=sys.stderr)
-        raise SystemExit(128 + tuner.stopping)
+        raise Interrupted(tuner.stopping, "the study was stopped; run the same command again to continue it.")
     if tuner.crashed:
-        print(f"error: {len(tuner.crashed)} worker(s) of the study stopped on an error, their trials marked FAIL: "
-              f"{'; '.join(tuner.crashed)}. Fix the cause, then run the same command again to continue the study.",
-              file=sys.stderr)
-        raise SystemExit(1)
+        raise WorkFailed(f"{len(tuner.crashed)} worker(s) of the study stopped on an error, their trials marked FAIL: "
+                         f"{'; '.join(tuner.crashed)}. Fix the cause, then run the same command again to continue "
+                         f"the study.")
 
 
 def submit_to_slurm(experiment: definition.Experiment, args: argparse.Namespace, extra: list[str]) -> list | None:

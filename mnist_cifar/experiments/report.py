@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mnist_cifar.experiments.definition import Experiment
-from mnist_cifar.experiments.logs import process_seconds, read_scalars
+from mnist_cifar.experiments.logs import read_scalars
+from mnist_cifar.runs.folder import process_seconds
 
 
 @dataclass

@@ -11,35 +11,29 @@ those killed before their first checkpoint.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnist_cifar.experiments.definition import REPO, Experiment, Variant
+from mnist_cifar.errors import Interrupted
+from mnist_cifar.experiments.definition import Experiment, Variant
+from mnist_cifar.experiments.launch import die_with_the_runner, launch_fit, lock_run
 from mnist_cifar.experiments.logs import is_complete
-from mnist_cifar.parent_death import die_with_parent
-from mnist_cifar.runs.folder import KEPT_AFRESH, RunFolder
-from mnist_cifar.runs.lock import INHERITED_LOCK_ENV, try_lock
+from mnist_cifar.runs.folder import RunFolder
 
 FIRST_SEED = 42
-MAIN = REPO / "main.py"
-# How a run's `fit` is started: main.py in a clone (as a user types it), the package's own entry where it is installed.
-FIT = [sys.executable, str(MAIN)] if MAIN.is_file() else [sys.executable, "-m", "mnist_cifar"]
 STOP_GRACE_SECONDS = 60  # how long a stopped run may take to save its checkpoint before it is killed
 
 
-class SweepInterrupted(Exception):
+class SweepInterrupted(Interrupted):
     """Ctrl-C or SIGTERM reached the runner; `signal_number` says which."""
 
     def __init__(self, signal_number: int) -> None:
-        super().__init__(signal.Signals(signal_number).name)
-        self.signal_number = signal_number
+        super().__init__(signal_number, f"the sweep was stopped ({self.name(signal_number)}); run the same command "
+                                        f"again to finish it.")
 
 
 @dataclass
@@ -116,7 +110,7 @@ def run_experiment(experiment: Experiment, seed_count: int, root: Path, extra: l
                 lock = lock_run(run.folder)
                 if lock is None:
                     run.outcome = LOCKED
-                    print(f"skip {run.variant} seed {run.seed}: another process is running it ({lock_path(run.folder)} "
+                    print(f"skip {run.variant} seed {run.seed}: another process is running it ({RunFolder.at(run.folder).lock} "
                           f"is locked); run again once it has ended", flush=True)
                     slots.append(slot)
                     continue
@@ -145,57 +139,17 @@ def _raise_interrupt(signal_number: int, frame: object) -> None:
 LOCKED = "skipped (another process is running it)"
 
 
-def lock_path(folder: Path) -> Path:
-    """The run's own lock file (`RunFolder.lock`): the one every `fit` in that folder holds too."""
-    return RunFolder.at(folder).lock
-
-
-def lock_run(folder: Path) -> int | None:
-    """An exclusive `flock` on the run's lock file, or None when another process holds it.
-
-    The descriptor is handed to the run's `fit` process (`handing_down`), which holds that same lock instead of
-    asking for its own, so the lock lasts as long as either of them: a runner killed with -9 leaves its run
-    locked until the run has stopped too, and a second runner, or a `fit` typed by hand, never starts a second
-    process on the same folder (two would delete each other's temporary checkpoint files)."""
-    return try_lock(RunFolder.at(folder))
-
-
-def handing_down(lock: int, env: dict[str, str] | None = None) -> dict[str, str]:
-    """The child's environment, naming the lock descriptor it inherits (`pass_fds`)."""
-    return {**(os.environ if env is None else env), INHERITED_LOCK_ENV: str(lock)}
-
-
-def die_with_the_runner(runner: int) -> Callable[[], None]:
-    """In the child, before `exec`: SIGTERM when the runner dies, so a runner killed with -9 leaves no run behind;
-    the run saves last.ckpt on SIGTERM and the next `run` resumes it (Linux; elsewhere the run outlives it)."""
-    return lambda: die_with_parent(signal.SIGTERM, runner)
-
-
-def start_afresh(folder: Path) -> None:
-    """Empty a run folder for a run that starts again from nothing (no last.ckpt), keeping its output.log."""
-    for entry in folder.iterdir() if folder.is_dir() else ():
-        if entry.name not in KEPT_AFRESH:
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-
-
 def _start(run: Run, slot: int, jobs: int, gpus: list[str] | None, threads: list[str], lock: int) -> subprocess.Popen:
-    folder = RunFolder.at(run.folder)
-    resume = folder.last.is_file()
-    if not resume:
-        start_afresh(run.folder)  # a run killed before its first checkpoint starts afresh
-    run.folder.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
-    output = None if jobs == 1 else open(folder.output_log, "w")  # noqa: SIM115 (the child owns it)
-    where = "" if output is None else f" (output: {folder.output_log})"
-    resume_args = ["--ckpt_path=last"] if resume else []  # the run's own folder: its logger version is fixed
-    process = subprocess.Popen([*FIT, *run.args, *threads, *resume_args], env=handing_down(lock, env),
-                               stdout=output, stderr=subprocess.STDOUT if output else None, pass_fds=(lock,),
-                               preexec_fn=die_with_the_runner(os.getpid()))
-    how = "resume" if resume else "start"
-    print(f"{how} {run.variant} seed {run.seed} (pid {process.pid}){where}", flush=True)
-    return process
+    to_log = jobs > 1  # one run at a time prints to the terminal; side by side, each to its output.log
+    launched = launch_fit(run.folder, [*run.args, *threads], lock, to_log=to_log, env=env,
+                          preexec=die_with_the_runner(os.getpid()))
+    where = f" (output: {RunFolder.at(run.folder).output_log})" if to_log else ""
+    how = "resume" if launched.resume else "start"
+    print(f"{how} {run.variant} seed {run.seed} (pid {launched.process.pid}){where}", flush=True)
+    return launched.process
 
 
 def _outcome(run: Run, returncode: int) -> str:

@@ -37,10 +37,12 @@ from typing import Any
 
 from mnist_cifar.errors import ConfigError
 from mnist_cifar.experiments.definition import Experiment
+from mnist_cifar.experiments.launch import launch_fit, lock_run
 from mnist_cifar.experiments.logs import is_complete
-from mnist_cifar.experiments.runner import FIT, Run, handing_down, lock_run, plan, start_afresh
-from mnist_cifar.parent_death import die_with_parent
+from mnist_cifar.experiments.runner import Run, plan
+from mnist_cifar.files import atomic_write_text
 from mnist_cifar.runs.folder import RunFolder
+from mnist_cifar.runs.parent_death import die_with_parent
 
 REQUEUE_SIGNAL = signal.SIGUSR2  # submitit's default (SUBMITIT_PREEMPT_SIGNAL); forwarded to the run as SIGTERM
 STOPPED = "stopped by SIGTERM"  # a task's state after a SIGTERM from outside: resumable by the same command
@@ -132,10 +134,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".part")
-    partial.write_text(json.dumps(data, indent=1))
-    partial.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=1))
 
 
 # ---- what runs inside the job -----------------------------------------------------------------------------------
@@ -200,24 +199,13 @@ class SlurmRun:
                            f"{RunFolder.at(folder).output_log}")
 
     def _attempt(self, folder: Path, lock: int | None, state: dict[str, Any], attempt: int) -> int:
-        run = RunFolder.at(folder)
-        resume = run.last.is_file()
         if self.rank == 0:
-            if not resume:  # a run stopped before its first checkpoint starts afresh
-                start_afresh(folder)
-            folder.mkdir(parents=True, exist_ok=True)
             self._update(state, state="running", attempts=state.get("attempts", 0) + 1, exit=None)
-        output = open(run.output_log if self.rank == 0 else os.devnull, "a")  # noqa: SIM115
-        with output:
-            if self.rank == 0:
-                print(f"--- {'resume' if resume else 'start'} (attempt {attempt + 1}, job {state.get('job')}) ---",
-                      file=output, flush=True)
-            self._child = subprocess.Popen(
-                [*FIT, *self.command, *(["--ckpt_path=last"] if resume else [])],
-                stdout=output, stderr=subprocess.STDOUT, pass_fds=() if lock is None else (lock,),
-                env=None if lock is None else handing_down(lock),
-                preexec_fn=_run_process_setup(os.getpid()))
-            return self._child.wait()
+        launched = launch_fit(folder, self.command, lock, primary=self.rank == 0,
+                              preexec=_run_process_setup(os.getpid()),
+                              note=f" (attempt {attempt + 1}, job {state.get('job')})")
+        self._child = launched.process
+        return self._child.wait()
 
     def _forward(self, submitit_handler: Any) -> Callable[[int, Any], None]:  # noqa: ANN401 (a signal handler)
         def forward(signal_number: int, frame: Any) -> None:  # noqa: ANN401

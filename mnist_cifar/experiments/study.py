@@ -21,7 +21,7 @@ a seeded sampler, a pruner and a budget:
 
 Each trial is an ordinary `python main.py fit` process in `<root>/studies/<study>/trials/trial<N>/` (so it can be
 DDP, and its folder is a run like any other: config.yaml, checkpoints, TensorBoard events with its HParams row),
-with `mnist_cifar.tuning.ReportToOptuna` reporting the objective every epoch. The study lives in a journal file
+with `mnist_cifar.reporting.optuna_trial.ReportToOptuna` reporting the objective every epoch. The study lives in a journal file
 (`<root>/studies/<study>/journal.log`) or in the database `--storage` names (PostgreSQL for several machines);
 `--jobs N` workers, and the same command on other machines, share it. Ctrl-C or SIGTERM stops every trial in
 flight at its current step (last.ckpt); the same command again resumes those trials where they stopped (a trial
@@ -47,12 +47,17 @@ import yaml
 
 from mnist_cifar.errors import ConfigError
 from mnist_cifar.experiments.definition import overrides, shipped_path
-from mnist_cifar.experiments.logs import process_seconds, read_scalars
-from mnist_cifar.experiments.runner import FIT, die_with_the_runner, handing_down, lock_run, start_afresh, thread_args
+from mnist_cifar.experiments.journal import cut_torn_journal
+from mnist_cifar.experiments.launch import die_with_the_runner, launch_fit, lock_run
+from mnist_cifar.experiments.logs import read_scalars
+from mnist_cifar.experiments.runner import thread_args
 from mnist_cifar.internals import trial_id
-from mnist_cifar.runs.folder import RunFolder
+from mnist_cifar.moved import new_name
+from mnist_cifar.reporting.optuna_trial import PRUNED_FILE, open_storage
+from mnist_cifar.runs.folder import process_seconds
 from mnist_cifar.runs.yaml_bounds import load_file
-from mnist_cifar.tuning import PRUNED_FILE, cut_torn_journal, open_storage
+
+REPORT_TO_OPTUNA = "mnist_cifar.reporting.optuna_trial.ReportToOptuna"
 
 STUDY_KEYS = {"description", "config", "args", "space", "objective", "direction", "sampler", "pruner", "trials",
               "timeout", "seed"}
@@ -120,7 +125,7 @@ def open_study(study: Study, storage: str, seed_offset: int = 0) -> Any:  # noqa
 
     import optuna
 
-    from mnist_cifar.tuning import make_pruner
+    from mnist_cifar.reporting.optuna_trial import make_pruner
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     spec = dict(study.sampler)
@@ -242,16 +247,15 @@ class Tuner:
     def trial_dir(self, number: int) -> Path:
         return self.folder / "trials" / f"trial{number:04d}"
 
-    def _command(self, trial_id: int, number: int, params: dict[str, Any], resume: bool) -> list[str]:
-        callback = {"class_path": "mnist_cifar.tuning.ReportToOptuna",
+    def _command(self, trial_id: int, number: int, params: dict[str, Any]) -> list[str]:
+        callback = {"class_path": REPORT_TO_OPTUNA,
                     "init_args": {"storage": self.storage, "study": self.study.name, "trial": trial_id,
                                   "monitor": self.study.objective, "pruner": self.study.pruner}}
-        return [*FIT, "fit", "--config", str(self.study.config), *overrides(self.study.args),
+        return ["fit", "--config", str(self.study.config), *overrides(self.study.args),
                 *overrides(params), f"--seed_everything={self.study.seed}",
                 f"--trainer.logger.init_args.save_dir={self.folder}", "--trainer.logger.init_args.name=trials",
                 f"--trainer.logger.init_args.version=trial{number:04d}", "--test_after_fit=false",
-                f"--trainer.callbacks+={json.dumps(callback)}", *thread_args(self.extra, self.jobs), *self.extra,
-                *(["--ckpt_path=last"] if resume else [])]
+                f"--trainer.callbacks+={json.dumps(callback)}", *thread_args(self.extra, self.jobs), *self.extra]
 
     def _tell(self, study: Any, number: int, *values: float, **state: Any) -> None:  # noqa: ANN401
         with self.lock:  # the workers share one study object
@@ -262,18 +266,13 @@ class Tuner:
 
         folder = self.trial_dir(number)
         storage_id = trial_id(study.get_trials(deepcopy=False)[number])
-        resume = RunFolder.at(folder).last.is_file()
-        if not resume:  # stopped before its first checkpoint
-            start_afresh(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(RunFolder.at(folder).output_log, "a") as output:
-            child = subprocess.Popen(self._command(storage_id, number, params, resume), stdout=output,
-                                     stderr=subprocess.STDOUT, pass_fds=(lock,), env=handing_down(lock),
-                                     preexec_fn=die_with_the_runner(os.getpid()))
-            with self.lock:
-                self.children.add(child)
-            print(f"{'resume' if resume else 'start'} trial {number}: {params}", flush=True)
-            code = child.wait()
+        launched = launch_fit(folder, self._command(storage_id, number, params), lock,
+                              preexec=die_with_the_runner(os.getpid()))
+        child = launched.process
+        with self.lock:
+            self.children.add(child)
+        print(f"{'resume' if launched.resume else 'start'} trial {number}: {params}", flush=True)
+        code = child.wait()
         with self.lock:
             self.children.discard(child)
         os.close(lock)
@@ -344,7 +343,7 @@ def write_best_config(trial_config: Path, target: Path, study: Study) -> None:
     config = load_file(trial_config)
     trainer = config.setdefault("trainer", {})
     trainer["callbacks"] = [c for c in trainer.get("callbacks") or []
-                            if not (isinstance(c, dict) and c.get("class_path") == "mnist_cifar.tuning.ReportToOptuna")]
+                            if not (isinstance(c, dict) and new_name(str(c.get("class_path"))) == REPORT_TO_OPTUNA)]
     logger = trainer.get("logger")
     if isinstance(logger, dict) and isinstance(logger.get("init_args"), dict):
         logger["init_args"].update(save_dir="lightning_logs", name=f"{study.name}_best", version=None)

@@ -13,16 +13,24 @@ is asked of the resolved folder (`real`).
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lightning import Trainer
+
+from mnist_cifar.files import atomic_write_text
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
 LOCK = ".lock"
-METRICS = "metrics.jsonl"  # the logger-neutral record (mnist_cifar.run_record)
-PROCESS = "process.json"  # each `fit` process's wall time (mnist_cifar.experiments.logs)
+METRICS = "metrics.jsonl"  # the logger-neutral record (mnist_cifar.reporting.run_record)
+PROCESS = "process.json"  # each `fit` process's wall time (add_process_seconds)
 OUTPUT_LOG = "output.log"  # what a launcher's run printed
 KEPT_AFRESH = (LOCK, OUTPUT_LOG)  # what emptying a run folder for a fresh start leaves: the lock, the launcher's log
 
@@ -111,3 +119,36 @@ class RunFolder:
     @property
     def predictions(self) -> Path:
         return self.path / "predictions.csv"
+
+
+def run_dir(trainer: Trainer) -> str:
+    """The run's folder: the first logger's `log_dir`, else the Trainer's `default_root_dir`.
+
+    Lightning 2.6.6's `trainer.log_dir` gives any logger other than TensorBoard's or CSV's its `save_dir`: for
+    MLflow the store's root, shared by every run. A collective under DDP, like `trainer.log_dir`: ask on every rank.
+    """
+    first = trainer.loggers[0] if trainer.loggers else None
+    folder = getattr(first, "log_dir", None) if first is not None else None
+    return trainer.strategy.broadcast(str(folder or trainer.default_root_dir))
+
+
+def next_version(folder: Path) -> int:
+    """The first free `version_N` in `folder`, as TensorBoardLogger counts."""
+    taken = [int(p.name.removeprefix("version_")) for p in folder.glob("version_*")
+             if p.name.removeprefix("version_").isdigit()] if folder.is_dir() else []
+    return max(taken, default=-1) + 1
+
+
+def process_seconds(run_dir: Path) -> float:
+    """The whole-process wall time the runner recorded for a run (summed over resumes); NaN when there is none."""
+    path = RunFolder.at(run_dir).process
+    return float(json.loads(path.read_text())["process_seconds"]) if path.is_file() else float("nan")
+
+
+def add_process_seconds(folder: Path, seconds: float) -> None:
+    """Add one `python main.py fit` process's wall time (start-up, data reading, training, the after-fit test, as
+    `time` measures it) to the run's `process.json`; a resumed run adds up its processes. Each process writes its
+    own figure as it exits, however it exits (a signal, an error), so a runner that dies loses no time."""
+    earlier = process_seconds(folder)  # NaN before the run's first process ended
+    total = seconds if math.isnan(earlier) else earlier + seconds
+    atomic_write_text(RunFolder.at(folder).process, json.dumps({"process_seconds": total}))

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from mnist_cifar.errors import CheckpointError
+from mnist_cifar.moved import new_name
 
 TRUST_ENV = "MNIST_CIFAR_TRUSTED_MODULES"
 DOTTED_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
@@ -64,7 +65,7 @@ NET = Slot("network", ("mnist_cifar.models", "torch.nn", "torchvision.models"), 
 OPTIMIZER = Slot("optimizer", ("torch.optim", "mnist_cifar"), "torch.optim.Optimizer")
 SCHEDULER = Slot("scheduler", ("torch.optim.lr_scheduler", "mnist_cifar"), "torch.optim.lr_scheduler.LRScheduler")
 DATA = Slot("data module", ("mnist_cifar.data",), "mnist_cifar.data.ImageDataModule")
-CLASSIFIER = Slot("training system", ("mnist_cifar",), "mnist_cifar.classifier.ImageClassifier")
+CLASSIFIER = Slot("training system", ("mnist_cifar",), "mnist_cifar.training.classifier.ImageClassifier")
 MODEL_SLOTS = {"net": NET, "optimizer": OPTIMIZER, "scheduler": SCHEDULER}
 ANY_TRUSTED = Slot("name", ("mnist_cifar", "torch.nn", "torch.optim", "torchvision.models"), "builtins.object")
 
@@ -96,7 +97,7 @@ def resolve(name: str, slot: Slot, source: str, key: str) -> Any:
     Raises `Refused` (one paragraph) when the walk would import or pass through a module outside `slot`'s
     packages, or ends on something that is not a class defined in them subclassing `slot.base`."""
     packages = packages_of(slot)
-    parts = name.split(".")
+    parts = new_name(name).split(".")  # a path from before a module moved: through the closed table of moves
     current: Any = None
     for i, part in enumerate(parts):
         prefix = ".".join(parts[: i + 1])
@@ -196,9 +197,7 @@ def check_model_config(hyper_parameters: Mapping[str, Any], source: str, user_na
     """The classifier's saved hyperparameters, checked (see the module docstring), as a config to build from:
     bookkeeping keys and the user's resources dropped. `without_net`: the user gives the network; the file's is
     not read at all."""
-    from mnist_cifar.classifier import ImageClassifier
-
-    allowed = _parameters(ImageClassifier)
+    allowed = _parameters(_import_base(CLASSIFIER.base))  # by the slot's name: the run folder's code sits below training
     config: dict = {}
     for key, value in hyper_parameters.items():
         if key == "_instantiator":
@@ -284,7 +283,7 @@ def check_network_size(net_config: Mapping[str, Any], state_dict: Mapping[str, A
                        prefix: str = "net.") -> None:
     """Build the file's network on the meta device, within a budget from the checkpoint's weights, and refuse it
     unless its weights have the checkpoint's names and shapes. Nothing is allocated on a real device."""
-    from mnist_cifar.checkpoint_io import state_dict_mismatch
+    from mnist_cifar.runs.checkpoint_io import state_dict_mismatch
 
     weights = {k.removeprefix(prefix): v for k, v in state_dict.items()
                if k.startswith(prefix) and isinstance(v, torch.Tensor)}

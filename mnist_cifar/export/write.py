@@ -36,8 +36,9 @@ from torch import Tensor, nn
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 
 from mnist_cifar.data import augment
-from mnist_cifar.errors import CheckpointError, UserFacingError
-from mnist_cifar.exported import EXTRA, METADATA_FILE, SUFFIXES, ExportedModel
+from mnist_cifar.errors import CheckpointError, WorkFailed, exits_on_user_errors
+from mnist_cifar.export.exported import EXTRA, METADATA_FILE, SUFFIXES, ExportedModel
+from mnist_cifar.files import atomic_write, atomic_write_text
 from mnist_cifar.runs.folder import RunFolder
 
 MAX_LOGIT_DIFFERENCE = 1e-4
@@ -45,7 +46,7 @@ MIN_AGREEMENT = 0.999
 SINGLE_IMAGES = 4  # parity at batch size 1 on this many test images, besides the whole split in batches
 
 
-class ExportError(UserFacingError):
+class ExportError(WorkFailed):
     """The export or its parity check failed."""
 
 
@@ -89,9 +90,9 @@ def file_sha256(path: Path) -> str:
 def load(ckpt_path: str, cli_args: Sequence[str]) -> Loaded:
     """The checkpoint's model and data module, built by the same CLI as `test --ckpt_path` (so the same checks of
     an untrusted file apply), with the checkpoint's weights."""
-    from mnist_cifar.checkpoint_io import state_dict_mismatch
-    from mnist_cifar.checkpoints import load_checkpoint, with_checkpoint_config
-    from mnist_cifar.cli import DEFAULT_CONFIG, build
+    from mnist_cifar.cli.main import DEFAULT_CONFIG, build
+    from mnist_cifar.runs.checkpoint_io import state_dict_mismatch
+    from mnist_cifar.runs.checkpoints import load_checkpoint, with_checkpoint_config
 
     # The checkpoint's config first, yours after; float32, which the exported graph computes in (a run trained in
     # 16-mixed on a GPU would otherwise be refused on the CPU before anything is built).
@@ -118,7 +119,7 @@ def deployable(loaded: Loaded) -> RawImageClassifier:
 
 
 def metadata(loaded: Loaded, wrapper: RawImageClassifier) -> dict[str, str]:
-    from mnist_cifar.provenance import provenance
+    from mnist_cifar.runs.provenance import provenance
 
     data = loaded.data
     channels, height, width = data.image_shape
@@ -255,30 +256,28 @@ def export(ckpt_path: str, fmt: str = "onnx", output: str | None = None, batch_s
 def write(loaded: Loaded, fmt: str, target: Path, batch_size: int = 256, source: str = "the model") -> Parity:
     """Export `loaded` to `target` through a temporary file that becomes `target` only once its parity holds."""
     wrapper = deployable(loaded)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.stem}.partial-{os.getpid()}{target.suffix}")
-    try:
-        writer = export_onnx if fmt == "onnx" else export_program
+    writer = export_onnx if fmt == "onnx" else export_program
+    meta = metadata(loaded, wrapper)
+    checked: list[Parity] = []
+
+    def write_and_check(partial: Path) -> None:
         try:
-            meta = metadata(loaded, wrapper)
             with _quiet_exporter():
                 writer(wrapper, example_input(loaded.data), partial, meta)
         except Exception as error:
             raise ExportError(f"Exporting {type(loaded.model.net).__name__} from {source} to {fmt} failed "
                               f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
                               f"Try the other --format.") from error
-        parity = check_parity(loaded, ExportedModel(partial), batch_size)
-        failures = parity.failures()
+        checked.append(check_parity(loaded, ExportedModel(partial), batch_size))
+        failures = checked[0].failures()
         if failures:
             raise ExportError(f"The {fmt} export of {source} does not match the checkpoint ({'; '.join(failures)};"
-                              f" {parity.summary()}). Nothing was written to {target}.")
-        partial.replace(target)
-        record = {"file": target.name, "format": fmt, "source": source, **asdict(parity), **meta}
-        target.with_name(target.name + ".parity.json").write_text(json.dumps(record, indent=1) + "\n")
-    finally:
-        for leftover in partial.parent.glob(partial.name + "*"):  # with the ONNX exporter's external data, if any
-            leftover.unlink(missing_ok=True)
-    return parity
+                              f" {checked[0].summary()}). Nothing was written to {target}.")
+
+    atomic_write(target, write_and_check)  # the file becomes `target` only once its parity holds
+    record = {"file": target.name, "format": fmt, "source": source, **asdict(checked[0]), **meta}
+    atomic_write_text(target.with_name(target.name + ".parity.json"), json.dumps(record, indent=1) + "\n")
+    return checked[0]
 
 
 @contextlib.contextmanager
@@ -343,11 +342,8 @@ def main(argv: Sequence[str]) -> None:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     started = time.monotonic()
-    try:
+    with exits_on_user_errors():
         target, parity = export(args.ckpt_path, args.format, args.output, args.batch_size, rest)
-    except UserFacingError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(1 if isinstance(error, ExportError) else 2) from None
     print(f"Wrote {target} ({args.format}, {target.stat().st_size / 1e6:.2f} MB) in {time.monotonic() - started:.0f} s. "
           f"Parity: {parity.summary()}.")
 
@@ -357,7 +353,7 @@ TABLE_HEADER = ("| network | data set | format | test images | batch sizes | max
 
 
 def parity_table(records: Sequence[Path]) -> str:
-    """The docs' parity table, one row per `<file>.parity.json` that `export` wrote (`python -m mnist_cifar.export
+    """The docs' parity table, one row per `<file>.parity.json` that `export` wrote (`python -m mnist_cifar.export.write
     <json> ...`): figures copied from a command's output, never typed."""
     rows = [TABLE_HEADER]
     for path in records:
@@ -366,6 +362,7 @@ def parity_table(records: Sequence[Path]) -> str:
                     f"{', '.join(map(str, r['batch_sizes']))} | {r['max_difference']:.2e} | {r['agreement']:.2%} | "
                     f"{r['checkpoint_accuracy']:.2%} | {r['exported_accuracy']:.2%} | {r['checkpoint_sha256'][:12]} |")
     return "\n".join(rows)
+
 
 
 if __name__ == "__main__":

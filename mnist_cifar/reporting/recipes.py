@@ -1,10 +1,10 @@
 """The recipe table of docs/running.md, generated from the shipped configs, so it states every recipe as it runs.
 
-    python -m mnist_cifar.recipes            # prints the Markdown table (tests/test_docs.py compares docs/running.md's)
+    python -m mnist_cifar.reporting.recipes            # prints the Markdown table (tests/test_docs.py compares docs/running.md's)
 
 Read from each config file with the classes' own defaults filled in (e.g. CIFAR-10's crop + flip), without
 building anything: what a config says is what the run uses, because every lr-like value has one effect
-(`mnist_cifar.schedules.OneCycleLR` peaks at the optimizer's lr).
+(`mnist_cifar.training.schedules.OneCycleLR` peaks at the optimizer's lr).
 """
 
 from __future__ import annotations

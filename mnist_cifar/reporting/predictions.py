@@ -19,8 +19,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from mnist_cifar.loggers import run_dir
-from mnist_cifar.runs.folder import RunFolder
+from mnist_cifar.runs.folder import RunFolder, run_dir
 
 
 class PredictionCSVWriter(BasePredictionWriter):

@@ -28,19 +28,18 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_only
 
 from mnist_cifar import CONFIGS
-from mnist_cifar.checkpoint_io import NO_ROOM
-from mnist_cifar.checkpoints import check_checkpoint, find_last, with_checkpoint_config
-from mnist_cifar.classifier import ImageClassifier, refuse_torch_one_cycle
 from mnist_cifar.data import ImageDataModule
-from mnist_cifar.errors import ConfigError, UserFacingError
-from mnist_cifar.experiments.logs import add_process_seconds
-from mnist_cifar.loggers import run_dir
-from mnist_cifar.provenance import provenance
-from mnist_cifar.resume import LatestCheckpoint, NonFiniteLoss, RunStopped, StopOnSignal, die_with_the_launcher
-from mnist_cifar.run_record import RunRecord
-from mnist_cifar.runs.folder import RunFolder
+from mnist_cifar.errors import ConfigError, exits_on_user_errors
+from mnist_cifar.moved import new_name
+from mnist_cifar.reporting.run_record import RunRecord
+from mnist_cifar.runs.checkpoint_io import NO_ROOM
+from mnist_cifar.runs.checkpoints import check_checkpoint, find_last, with_checkpoint_config
+from mnist_cifar.runs.folder import RunFolder, add_process_seconds, run_dir
 from mnist_cifar.runs.lock import hold, release
+from mnist_cifar.runs.provenance import provenance
+from mnist_cifar.runs.resume import LatestCheckpoint, StopOnSignal, die_with_the_launcher
 from mnist_cifar.runs.yaml_bounds import bound_jsonargparse, check_config_files, load_file
+from mnist_cifar.training.classifier import ImageClassifier, refuse_torch_one_cycle
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 CPU_UNSUPPORTED_PRECISIONS = {"16", "16-mixed", "16-true"}
@@ -259,25 +258,25 @@ def refuse_top_level_optimizer(argv: Sequence[str]) -> None:
 
 
 LIGHTNING_MLFLOW = {"lightning.pytorch.loggers.MLFlowLogger", "lightning.pytorch.loggers.mlflow.MLFlowLogger"}
-FIGURE_LOGGERS = {"lightning.pytorch.loggers.TensorBoardLogger", "mnist_cifar.loggers.TensorBoardLogger",
-                  "mnist_cifar.loggers.MLFlowLogger"}
+FIGURE_LOGGERS = {"lightning.pytorch.loggers.TensorBoardLogger", "mnist_cifar.reporting.loggers.TensorBoardLogger",
+                  "mnist_cifar.reporting.loggers.MLFlowLogger"}
 
 
 def check_loggers(config: Namespace) -> None:
     """Refuse Lightning's own MLFlowLogger, and say in one line when no logger of the run takes figures."""
     logger = config.trainer.get("logger")
     loggers = logger if isinstance(logger, list) else [logger]
-    names = [lg.get("class_path") for lg in loggers if isinstance(lg, Namespace)]
+    names = [new_name(str(lg.get("class_path"))) for lg in loggers if isinstance(lg, Namespace)]
     if LIGHTNING_MLFLOW & set(names):
         raise ConfigError(
             "--trainer.logger lightning.pytorch.loggers.MLFlowLogger has no run folder here (its log_dir is the "
             "store's root, so every run's config.yaml would land in one place and --ckpt_path last could not find "
-            "the run). Use --trainer.logger mnist_cifar.loggers.MLFlowLogger: the same MLflow tracking, with "
+            "the run). Use --trainer.logger mnist_cifar.reporting.loggers.MLFlowLogger: the same MLflow tracking, with "
             "save_dir/name/version run folders like TensorBoard's (tracking_uri, tags, log_model and prefix as "
             "Lightning's).")
     if names and not FIGURE_LOGGERS & set(names) and rank_zero_only.rank == 0:
         print(f"{', '.join(n.rsplit('.', 1)[-1] for n in names)} takes no figures: the sample grid, confusion matrix "
-              f"and confident mistakes are drawn for TensorBoardLogger or mnist_cifar.loggers.MLFlowLogger only "
+              f"and confident mistakes are drawn for TensorBoardLogger or mnist_cifar.reporting.loggers.MLFlowLogger only "
               f"(the scalars, per-class accuracies included, are all logged).", file=sys.stderr)
 
 
@@ -362,7 +361,8 @@ RUN_LOCK: dict[str, int] = {}  # the lock this process holds on that folder
 
 def run(args: Sequence[str] | None = None, default_config: Path | None = None,
         started: float | None = None) -> ExperimentCLI:
-    """Run one LightningCLI command; a `UserFacingError` is printed as one paragraph and exits with status 2.
+    """Run one LightningCLI command; a `UserFacingError` is printed as one paragraph and exits with its status
+    (`mnist_cifar.errors.exits_on_user_errors`).
 
     `started` (`time.monotonic()` when the process started, as main.py takes it): a `fit` adds the process's wall
     time to its run folder's `process.json` as it exits, however it exits."""
@@ -380,40 +380,18 @@ def run(args: Sequence[str] | None = None, default_config: Path | None = None,
 
 
 def _run(args: Sequence[str] | None, defaults: dict) -> ExperimentCLI:
-    try:
-        return ExperimentCLI(
-            ImageClassifier,
-            ImageDataModule,
-            subclass_mode_data=True,
-            auto_configure_optimizers=False,
-            parser_kwargs={"exit_on_error": False, **{command: dict(defaults) for command in SUBCOMMANDS}},
-            save_config_callback=RunConfigSaver,
-            save_config_kwargs={"overwrite": True},
-            args=list(args) if args is not None else None,
-        )
-    except RunStopped as stop:
-        stopped = RunFolder.of_checkpoint(stop.checkpoint)
-        config = f"--config {stopped.config} " if stopped is not None and stopped.config.is_file() else ""
-        print(f"stopped: {stop}. Resume with: python main.py fit {config}--ckpt_path {stop.checkpoint}",
-              file=sys.stderr)
-        raise SystemExit(128 + stop.signal_number) from None
-    except ArgumentError as error:  # jsonargparse's, with `exit_on_error: False`: no usage dump before it
-        command = next((f" {a}" for a in (args or sys.argv[1:]) if a in SUBCOMMANDS), "")
-        print(f"error: {str(error).rstrip('.')}. `python main.py{command} --help` lists the options.", file=sys.stderr)
-        raise SystemExit(2) from None
-    except NonFiniteLoss as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except Exception as error:
-        user_error = _user_facing_cause(error)
-        if user_error is None:
-            raise
-        print(f"error: {user_error}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-def _user_facing_cause(error: BaseException | None) -> UserFacingError | None:
-    """The `UserFacingError` behind `error`; jsonargparse wraps those raised while it instantiates classes."""
-    while error is not None and not isinstance(error, UserFacingError):
-        error = error.__cause__ or error.__context__
-    return error
+    with exits_on_user_errors():
+        try:
+            return ExperimentCLI(
+                ImageClassifier,
+                ImageDataModule,
+                subclass_mode_data=True,
+                auto_configure_optimizers=False,
+                parser_kwargs={"exit_on_error": False, **{command: dict(defaults) for command in SUBCOMMANDS}},
+                save_config_callback=RunConfigSaver,
+                save_config_kwargs={"overwrite": True},
+                args=list(args) if args is not None else None,
+            )
+        except ArgumentError as error:  # jsonargparse's, with `exit_on_error: False`: no usage dump before it
+            command = next((f" {a}" for a in (args or sys.argv[1:]) if a in SUBCOMMANDS), "")
+            raise ConfigError(f"{str(error).rstrip('.')}. `python main.py{command} --help` lists the options.") from None

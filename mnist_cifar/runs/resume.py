@@ -30,10 +30,10 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
+from mnist_cifar.errors import Interrupted, WorkFailed
 from mnist_cifar.internals import batch_index
-from mnist_cifar.loggers import run_dir
-from mnist_cifar.parent_death import die_with_parent
-from mnist_cifar.runs.folder import CHECKPOINTS
+from mnist_cifar.runs.folder import CHECKPOINTS, RunFolder, run_dir
+from mnist_cifar.runs.parent_death import die_with_parent
 
 LAST = "last"
 
@@ -104,13 +104,15 @@ def _as_tuples(value: Any) -> Any:
     return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-class RunStopped(Exception):
-    """Training stopped on a signal after saving `checkpoint`."""
+class RunStopped(Interrupted):
+    """Training stopped on a signal after saving `checkpoint`; the message says how to resume."""
 
     def __init__(self, signal_number: int, checkpoint: str, epoch: int, step: int) -> None:
-        name = signal.Signals(signal_number).name
-        super().__init__(f"{name} at epoch {epoch}, step {step}; saved {checkpoint}")
-        self.signal_number, self.checkpoint, self.epoch, self.step = signal_number, checkpoint, epoch, step
+        stopped = RunFolder.of_checkpoint(checkpoint)
+        config = f"--config {stopped.config} " if stopped is not None and stopped.config.is_file() else ""
+        super().__init__(signal_number, f"{self.name(signal_number)} at epoch {epoch}, step {step}; saved {checkpoint}. "
+                                        f"Resume with: python main.py fit {config}--ckpt_path {checkpoint}")
+        self.checkpoint, self.epoch, self.step = checkpoint, epoch, step
 
 
 class StopOnSignal(L.Callback):
@@ -188,7 +190,7 @@ class StopOnSignal(L.Callback):
         self.previous = {}
 
 
-class NonFiniteLoss(Exception):
+class NonFiniteLoss(WorkFailed):
     """The training loss became NaN or infinite."""
 
 

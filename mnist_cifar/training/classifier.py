@@ -22,10 +22,10 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from mnist_cifar.checkpoint_io import state_dict_mismatch, verify
-from mnist_cifar.checkpoints import refuse_untrusted_checkpoint
 from mnist_cifar.data import augment
 from mnist_cifar.errors import CheckpointError, ConfigError
+from mnist_cifar.runs.checkpoint_io import state_dict_mismatch, verify
+from mnist_cifar.runs.checkpoints import refuse_untrusted_checkpoint
 from mnist_cifar.runs.saved_paths import adopt_saved_paths
 
 Batch = tuple[Tensor, Tensor]
@@ -55,14 +55,14 @@ def _built_class(factory: Any) -> type | None:
 
 def refuse_torch_one_cycle(scheduler_class: type | str | None) -> None:
     """torch's `OneCycleLR` ignores the optimizer's lr (it sets every group from its own `max_lr`): refused for
-    training, so that no lr in a config is silently without effect; `mnist_cifar.schedules.OneCycleLR` peaks at the
+    training, so that no lr in a config is silently without effect; `mnist_cifar.training.schedules.OneCycleLR` peaks at the
     lr. (Checkpoints trained with it still test and predict: the schedule plays no part there.)"""
     torch_one_cycle = torch.optim.lr_scheduler.OneCycleLR
     if scheduler_class is torch_one_cycle or scheduler_class == f"{torch_one_cycle.__module__}.OneCycleLR":
         raise ConfigError(
             "model.scheduler is torch.optim.lr_scheduler.OneCycleLR, which sets every group's learning rate from "
             "its own max_lr and ignores the optimizer's lr (model.optimizer.init_args.lr would do nothing). Use "
-            "--model.scheduler mnist_cifar.schedules.OneCycleLR: the same schedule, peaking at the optimizer's lr; "
+            "--model.scheduler mnist_cifar.training.schedules.OneCycleLR: the same schedule, peaking at the optimizer's lr; "
             "set the peak with --model.optimizer.init_args.lr."
         )
 
@@ -83,7 +83,7 @@ class ImageClassifier(L.LightningModule):
         test_time_augmentation: test and predict on the mean logits of each image, its mirror and one-pixel shifts
             (airbench's flip + translate; for CIFAR-like photos, not for digits). Validation stays plain.
 
-    `mnist_cifar.schedules.OneCycleLR` peaks at the optimizer's `lr` (torch's, which ignores that lr, is refused), and
+    `mnist_cifar.training.schedules.OneCycleLR` peaks at the optimizer's `lr` (torch's, which ignores that lr, is refused), and
     given without `total_steps` or `epochs` gets its length from the trainer
     (`estimated_stepping_batches`, or `max_epochs` with `scheduler_interval: epoch`), so overriding
     `--trainer.max_epochs` keeps the schedule whole.
@@ -122,7 +122,7 @@ class ImageClassifier(L.LightningModule):
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> ImageClassifier:  # type: ignore[override]
         """Lightning's, after checking that the file's config names only trusted classes (see
-        `mnist_cifar.checkpoints.config_from_checkpoint`) unless the network is given: Lightning would import the
+        `mnist_cifar.runs.checkpoints.config_from_checkpoint`) unless the network is given: Lightning would import the
         saved `class_path` to rebuild it."""
         if "net" not in kwargs:
             refuse_untrusted_checkpoint(str(checkpoint_path))

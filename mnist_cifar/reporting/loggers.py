@@ -1,4 +1,4 @@
-"""The loggers: TensorBoard laid out for a reader, CSV and MLflow, each with a run folder, and `run_dir`, the run's folder.
+"""The loggers: TensorBoard laid out for a reader, CSV and MLflow, each with a run folder.
 
 `CSVLogger` is Lightning's, made to continue a resumed run's `metrics.csv` instead of deleting it.
 
@@ -19,7 +19,6 @@ from typing import Any, Literal
 
 import numpy as np
 from lightning.fabric.loggers.logger import rank_zero_experiment
-from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
 from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
@@ -28,6 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from mnist_cifar import internals
 from mnist_cifar.errors import ConfigError
+from mnist_cifar.runs.folder import next_version
 
 
 class _ContinuingWriter(ExperimentWriter):
@@ -77,24 +77,6 @@ class CSVLogger(LightningCSVLogger):
         return self._experiment
 
 
-def run_dir(trainer: Trainer) -> str:
-    """The run's folder: the first logger's `log_dir`, else the Trainer's `default_root_dir`.
-
-    Lightning 2.6.6's `trainer.log_dir` gives any logger other than TensorBoard's or CSV's its `save_dir`: for
-    MLflow the store's root, shared by every run. A collective under DDP, like `trainer.log_dir`: ask on every rank.
-    """
-    first = trainer.loggers[0] if trainer.loggers else None
-    folder = getattr(first, "log_dir", None) if first is not None else None
-    return trainer.strategy.broadcast(str(folder or trainer.default_root_dir))
-
-
-def next_version(folder: Path) -> int:
-    """The first free `version_N` in `folder`, as TensorBoardLogger counts."""
-    taken = [int(p.name.removeprefix("version_")) for p in folder.glob("version_*")
-             if p.name.removeprefix("version_").isdigit()] if folder.is_dir() else []
-    return max(taken, default=-1) + 1
-
-
 RUN_ID_FILE = "mlflow_run.json"  # {tracking URI: run id}: the MLflow run that a resume of this folder continues
 
 
@@ -124,7 +106,7 @@ class MLFlowLogger(LightningMLFlowLogger):
                  log_model: bool | Literal["all"] = False, prefix: str = "",
                  artifact_location: str | None = None) -> None:
         if not internals.mlflow_available():
-            raise ConfigError("--trainer.logger mnist_cifar.loggers.MLFlowLogger needs MLflow, which is not "
+            raise ConfigError("--trainer.logger mnist_cifar.reporting.loggers.MLFlowLogger needs MLflow, which is not "
                               "installed: pip install -e '.[mlflow]' (mlflow-skinny with SQLite support).")
         root = Path(save_dir).expanduser()
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root.resolve() / 'mlflow.db'}"

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 import yaml
 
-from mnist_cifar.checkpoint_io import verify
 from mnist_cifar.errors import CheckpointError
+from mnist_cifar.runs.checkpoint_io import verify
 from mnist_cifar.runs.folder import RunFolder
 from mnist_cifar.runs.trust import DOTTED_NAME, LINKED_NET_KEYS, check_data_config, check_model_config, check_network_size
 from mnist_cifar.runs.yaml_bounds import load_file

@@ -1,6 +1,6 @@
 """Show a config's network the way the notes do: every layer's output shape for one input, and its parameters.
 
-    python -m mnist_cifar.summary --config configs/lenet_mnist.yaml [--depth N] [other main.py options]
+    python -m mnist_cifar.cli.summary --config configs/lenet_mnist.yaml [--depth N] [other main.py options]
 
 Builds the model and data module exactly as `main.py fit` would (no data is read, nothing is trained) and
 prints Lightning's `ModelSummary` with input and output sizes for one image of the data set's shape.
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from lightning.pytorch.utilities.model_summary import ModelSummary
 
-from mnist_cifar.cli import DEFAULT_CONFIG, build
+from mnist_cifar.cli.main import DEFAULT_CONFIG, build
 
 
 def summarize(args: Sequence[str], depth: int = -1) -> ModelSummary:

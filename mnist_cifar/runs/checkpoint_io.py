@@ -16,7 +16,6 @@ import hashlib
 import io
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
 from mnist_cifar.errors import CheckpointError
+from mnist_cifar.files import atomic_write_bytes
 
 HASH_KEY = "content_sha256"
 
@@ -94,31 +94,14 @@ def atomic_save(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
         )
     checkpoint[HASH_KEY] = content_hash(checkpoint)
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a process killed while saving
-        stale.unlink(missing_ok=True)
     buffer = io.BytesIO()  # serialized first, so a full disk is an OSError of our own write, of a known size
     torch.save(checkpoint, buffer)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(buffer.getbuffer())
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, target)
+        atomic_write_bytes(target, buffer.getbuffer())
     except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
         if error.errno in NO_ROOM:
             raise no_room_error(target, buffer.getbuffer().nbytes, error) from None
         raise
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    folder = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}

@@ -1,7 +1,7 @@
 """TensorBoard beyond the loss curves: hyperparameters with results, augmented samples, and what the test got wrong.
 
 The HParams row is TensorBoard's; the figures go to every logger that takes them (`TensorBoardLogger`, and
-`mnist_cifar.loggers.MLFlowLogger` as PNG artifacts), and nothing is drawn when there is none (no logger, CSV
+`mnist_cifar.reporting.loggers.MLFlowLogger` as PNG artifacts), and nothing is drawn when there is none (no logger, CSV
 only, `fast_dev_run`). Under DDP every rank collects (metrics sync across ranks, the mistakes are
 gathered), and rank zero alone draws and writes. Figures are drawn with matplotlib's Agg canvas directly, so
 importing this module never changes the pyplot backend of a notebook.
@@ -32,7 +32,7 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from mnist_cifar.loggers import MLFlowLogger
+from mnist_cifar.reporting.loggers import MLFlowLogger
 
 # What the HParams row shows, and the scalar tag it reads each from.
 RESULT_METRICS = {"val/acc_best": "results/val_acc_best", "test/acc": "results/test_acc"}
