@@ -126,7 +126,7 @@ def test_the_dashboard_shows_the_training_curves_first(fitted: tuple[ExperimentC
 
 
 def result_metrics(result: ExperimentCLI) -> dict:
-    from mnist_cifar.reporting.run_record import read_record
+    from mnist_cifar.experiments.logs import read_record
 
     return read_record(Path(result.trainer.log_dir)) or {}
 

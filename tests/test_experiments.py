@@ -275,3 +275,15 @@ def test_slurm_times_are_minutes() -> None:
     from mnist_cifar.experiments.slurm import resources
 
     assert [resources({"time": t}, {}).minutes() for t in ("90", "1:30", "1:30:01", "2-00:00:00")] == [90, 90, 91, 2880]
+
+
+def test_status_and_list_import_neither_torch_nor_lightning(tmp_path: Path) -> None:
+    """Commands that train nothing start in a fraction of a second (4.1 s before the run-record reader moved out of
+    the Lightning logger's module): they read files and ask SLURM, nothing more."""
+    code = ("import sys; from mnist_cifar.experiments.__main__ import main; "
+            f"main(['status', 'permuted_mnist', '--root', {str(tmp_path)!r}]); main(['list']); "
+            "heavy = sorted(m for m in ('torch', 'lightning', 'tensorboard', 'optuna') if m in sys.modules); "
+            "assert not heavy, heavy")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "not submitted" in result.stdout

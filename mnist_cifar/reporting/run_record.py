@@ -60,21 +60,3 @@ class RunRecord(Logger):
 def _plain(value: Any) -> float | None:
     number = float(value.item() if hasattr(value, "item") else value)
     return number if math.isfinite(number) else None
-
-
-def read_record(run_dir: Path) -> dict[str, list[tuple[int, float]]] | None:
-    """Every metric of a run folder's record as (step, value) pairs, or None when it has no record."""
-    path = RunFolder.at(run_dir).metrics
-    if not path.is_file():
-        return None
-    metrics: dict[str, list[tuple[int, float]]] = {}
-    for text in path.read_text().splitlines():
-        try:
-            line = json.loads(text)
-        except json.JSONDecodeError:  # the last line of a process killed while writing it
-            continue
-        step = line.pop("step", 0) or 0
-        for key, value in line.items():
-            if value is not None:
-                metrics.setdefault(key, []).append((int(step), float(value)))
-    return metrics
