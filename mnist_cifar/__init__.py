@@ -17,6 +17,7 @@ CONFIGS = Path(__file__).resolve().parent / "configs"  # the shipped configs: pa
 
 _WHERE = {"ImageClassifier": "mnist_cifar.training.classifier", "CIFAR10DataModule": "mnist_cifar.data",
           "ImageDataModule": "mnist_cifar.data", "MNISTDataModule": "mnist_cifar.data",
+          "FashionMNISTDataModule": "mnist_cifar.data",
           "UserFacingError": "mnist_cifar.errors"}
 __all__ = sorted(_WHERE)
 

@@ -41,6 +41,15 @@ def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     return (images.float().div_(255) - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 
+def resize(images: Tensor, side: int | None) -> Tensor:
+    """Float images to `side` x `side` pixels, bilinear (`side` None: unchanged). Bilinear weights sum to one, so
+    resizing after the per-channel normalization equals normalizing the resized image (d2l resizes the PIL image
+    first: the same up to its rounding to 8 bits)."""
+    if side is None or tuple(images.shape[-2:]) == (side, side):
+        return images
+    return F.interpolate(images, size=(side, side), mode="bilinear", align_corners=False, antialias=False)
+
+
 def permute_pixels(images: Tensor, permutation: Tensor) -> Tensor:
     """Move every image's pixel positions by one fixed permutation (the same one for all channels)."""
     return images.flatten(2)[:, :, permutation].view_as(images)

@@ -84,6 +84,10 @@ class ImageDataModule(L.LightningDataModule):
             it `predict` runs on the test set.
         on_device: keep each split on the training device (uint8, copied once) and slice batches there instead
             of using a DataLoader: the fast path on a GPU; same batches, same results (num_workers is unused).
+        normalize: standardize each channel with the data set's mean and std; false only scales pixels to [0, 1]
+            (what d2l's `ToTensor` gives its networks).
+        resize: upsample every image (bilinear) to `resize` x `resize` pixels after the steps above, as d2l does to
+            feed Fashion-MNIST to AlexNet (224) or ResNet (96); the network is sized for it. None: as stored.
     """
 
     name: ClassVar[str]
@@ -113,6 +117,8 @@ class ImageDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         predict_path: str | None = None,
         on_device: bool = False,
+        normalize: bool = True,
+        resize: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -121,6 +127,9 @@ class ImageDataModule(L.LightningDataModule):
                 raise ConfigError(f"data.{name} must be at least 1, got {value}.")
         if val_size < 0 or crop_padding < 0 or num_workers < 0:
             raise ConfigError("data.val_size, data.crop_padding and data.num_workers must not be negative.")
+        if resize is not None and resize < 1:
+            raise ConfigError(f"data.resize must be a side in pixels of at least 1 (or null for the stored size), got "
+                              f"{resize}.")
         self.data_dir = Path(data_dir or os.environ.get(DATA_ENV) or "data").expanduser()
         self.cache_dir = Path(cache_dir or os.environ.get(CACHE_ENV) or "~/.cache/mnist_cifar").expanduser()
         pixels = self.image_shape[1] * self.image_shape[2]
@@ -140,9 +149,10 @@ class ImageDataModule(L.LightningDataModule):
     # -- what the data set is ------------------------------------------------------------------
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        """The shape a network sees: `image_shape`, with one channel when `grayscale`."""
+        """The shape a network sees: `image_shape`, with one channel when `grayscale`, `resize` pixels a side."""
         channels = 1 if self.hparams.grayscale else self.image_shape[0]
-        return (channels, self.image_shape[1], self.image_shape[2])
+        side = self.hparams.get("resize")
+        return (channels, side, side) if side else (channels, self.image_shape[1], self.image_shape[2])
 
     @property
     def num_classes(self) -> int:
@@ -150,6 +160,10 @@ class ImageDataModule(L.LightningDataModule):
 
     @property
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The mean and std each channel is standardized with (0 and 1 with `normalize: false`)."""
+        if not self.hparams.get("normalize", True):
+            channels = self.input_shape[0]
+            return (0.0,) * channels, (1.0,) * channels
         if self.hparams.grayscale and self.image_shape[0] == 3:
             return (self.gray_mean,), (self.gray_std,)
         return self.mean, self.std
@@ -323,7 +337,8 @@ class ImageDataModule(L.LightningDataModule):
                 images = augment.random_horizontal_flip(images)
         mean, std, permutation = self._constants_on(images.device)
         images = augment.normalize(images, mean, std)
-        return images if permutation is None else augment.permute_pixels(images, permutation)
+        images = images if permutation is None else augment.permute_pixels(images, permutation)
+        return augment.resize(images, self.hparams.get("resize"))
 
     def _constants_on(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor | None]:
         if device not in self._device_constants:

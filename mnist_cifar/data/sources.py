@@ -1,4 +1,4 @@
-"""Readers that turn each accepted on-disk copy of MNIST or CIFAR-10 into uint8 tensors.
+"""Readers that turn each accepted on-disk copy of MNIST, Fashion-MNIST or CIFAR-10 into uint8 tensors.
 
 Every reader returns a `Split`: images as uint8 `(N, C, H, W)` and labels as int64 `(N,)`. Decoding
 happens once per process (or once per machine for image folders, through the tensor cache); all
@@ -7,16 +7,18 @@ later work (normalization, augmentation) runs batched on these tensors.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import math
 import os
 import pickle
+import struct
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
-from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.io import ImageReadMode, decode_image, read_file
 
 from mnist_cifar.errors import DataCorruptError
@@ -42,29 +44,64 @@ def _name_some(paths: Sequence[object]) -> str:
     return shown + (f" and {len(paths) - SHOWN_NAMES} more" if len(paths) > SHOWN_NAMES else "")
 
 
-def find_mnist(data_dir: Path) -> Path | None:
-    """The folder holding the four uncompressed IDX files (torchvision's `MNIST/raw` layout or flat)."""
+def find_idx(folders: Sequence[Path]) -> Path | None:
+    """The first folder holding the four IDX files of MNIST's layout, uncompressed or each as `<name>.gz` (the
+    published files; torchvision's download keeps both)."""
     names = [name for pair in MNIST_FILES.values() for name in pair]
-    return _first_dir_with([data_dir / "MNIST" / "raw", data_dir / "raw", data_dir], names)
+    return next((d for d in folders if all(_idx_file(d, name) is not None for name in names)), None)
 
 
-def read_mnist(raw_dir: Path, split: str) -> Split:
+def find_mnist(data_dir: Path) -> Path | None:
+    """The folder holding MNIST's four IDX files (torchvision's `MNIST/raw` layout or flat)."""
+    return find_idx([data_dir / "MNIST" / "raw", data_dir / "raw", data_dir])
+
+
+def _idx_file(folder: Path, name: str) -> Path | None:
+    return next((p for p in (folder / name, folder / f"{name}.gz") if p.is_file()), None)
+
+
+def read_idx(path: Path) -> Tensor:
+    """An IDX file of unsigned bytes (the format of MNIST and Fashion-MNIST), gzip-compressed or not, as uint8.
+
+    The header is a zero pair, the type byte 0x08 (unsigned byte), the number of dimensions and each size as a
+    big-endian uint32; the data must be exactly that many bytes."""
+    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or not 1 <= data[3] <= 4:
+        raise ValueError(f"its header {data[:4].hex() or 'is empty'} is not that of an IDX file of unsigned bytes")
+    sizes = struct.unpack(f">{data[3]}I", data[4 : 4 + 4 * data[3]])
+    start, count = 4 + 4 * data[3], math.prod(sizes)
+    if len(data) - start != count:
+        raise ValueError(f"its header promises {count:,} bytes of data for shape {list(sizes)}, but it holds "
+                         f"{len(data) - start:,}")
+    return torch.frombuffer(bytearray(data[start:]), dtype=torch.uint8).view(*sizes)
+
+
+def read_idx_split(folder: Path, split: str, name: str) -> Split:
+    """`split` of an MNIST-layout data set (`name` for messages) from the IDX files in `folder`."""
     images_name, labels_name = MNIST_FILES[split]
+    images_path, labels_path = _idx_file(folder, images_name), _idx_file(folder, labels_name)
     try:
-        images = read_image_file(str(raw_dir / images_name))
-        labels = read_label_file(str(raw_dir / labels_name))
-    except Exception as error:  # torchvision raises bare assertions/ValueErrors on bad headers
+        if images_path is None or labels_path is None:
+            raise FileNotFoundError("one of them is missing")
+        images, labels = read_idx(images_path), read_idx(labels_path)
+        if images.dim() != 3 or labels.dim() != 1:
+            raise ValueError(f"the images have {images.dim()} dimensions (3 expected), the labels {labels.dim()} (1)")
+    except (OSError, ValueError, EOFError, gzip.BadGzipFile) as error:
         raise DataCorruptError(
-            f"The MNIST {split} files in {raw_dir} ({images_name}, {labels_name}) are not valid IDX "
-            f"files ({type(error).__name__}: {error}). Replace them with the original uncompressed files "
-            f"(or delete them and run with download enabled)."
+            f"The {name} {split} files in {folder} ({images_name}, {labels_name}, or their .gz) are not valid IDX "
+            f"files ({type(error).__name__}: {error}). Replace them with the original files (or delete them and "
+            f"run with download enabled)."
         ) from error
     if len(images) != len(labels):
         raise DataCorruptError(
-            f"The MNIST {split} files in {raw_dir} disagree: {len(images)} images but {len(labels)} labels. "
+            f"The {name} {split} files in {folder} disagree: {len(images)} images but {len(labels)} labels. "
             f"Replace them with the original files."
         )
     return images.unsqueeze(1).contiguous(), labels.long()
+
+
+def read_mnist(raw_dir: Path, split: str) -> Split:
+    return read_idx_split(raw_dir, split, "MNIST")
 
 
 def find_cifar_batches(data_dir: Path) -> Path | None:

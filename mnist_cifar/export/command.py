@@ -82,9 +82,10 @@ def predict(args: argparse.Namespace) -> str:
 
 
 def _test_split(model: ExportedModel, data_dir: str | None) -> tuple[Tensor, Tensor]:
-    from mnist_cifar.data import CIFAR10DataModule, MNISTDataModule
+    from mnist_cifar.data import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule
 
-    modules = {module.name: module for module in (MNISTDataModule, CIFAR10DataModule)}  # a name, never an import
+    known = (MNISTDataModule, FashionMNISTDataModule, CIFAR10DataModule)
+    modules = {module.name: module for module in known}  # chosen by a name, never an import
     name = model.metadata["data_set"]
     if name not in modules:
         raise UserFacingError(f"{model.path} was exported from a {name!r} run, whose test split this command cannot "

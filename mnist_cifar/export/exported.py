@@ -16,7 +16,7 @@ SUFFIXES = {"onnx": ".onnx", "exported_program": ".pt2"}
 METADATA_FILE = "mnist_cifar.json"  # inside a .pt2 (torch.export.save's extra_files)
 # The raw image shapes of the data sets this project knows, by name (a test keeps it equal to the DataModules'),
 # so an exported file cannot declare an input that makes `predict` allocate what it likes.
-KNOWN_INPUT_SHAPES = {(1, 28, 28): "MNIST", (3, 32, 32): "CIFAR-10"}
+KNOWN_INPUT_SHAPES = {(1, 28, 28): "MNIST and Fashion-MNIST", (3, 32, 32): "CIFAR-10"}
 MAX_CLASS_NAME = 100
 
 

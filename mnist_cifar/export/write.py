@@ -4,7 +4,8 @@ The file takes what a camera or `torchvision.io.decode_image` gives, raw images 
 (0-255, RGB for CIFAR-10, one gray channel for MNIST, any batch size N), and returns the checkpoint's logits
 `(N, num_classes)` as float32 (softmax them for the probabilities `predict` writes). Everything the DataModule
 does to an evaluated image is inside the graph: the luma conversion of a grayscale run, the scaling and
-mean/std normalization, a permuted-pixel run's permutation, and test-time augmentation when the run used it.
+mean/std normalization, a permuted-pixel run's permutation, the resize of a resized run, and test-time
+augmentation when the run used it.
 A file without them would give wrong answers with no error, so the parity checks below feed it raw images.
 
 Parity is checked every time, against the checkpoint evaluated as `python main.py test` evaluates it, and the
@@ -54,9 +55,10 @@ class RawImageClassifier(nn.Module):
     """uint8 images in, logits out: the DataModule's evaluation preprocessing and the network, as one graph."""
 
     def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float], grayscale: bool,
-                 permutation: Tensor | None, test_time_augmentation: bool) -> None:
+                 permutation: Tensor | None, test_time_augmentation: bool, resize: int | None = None) -> None:
         super().__init__()
         self.net, self.grayscale, self.test_time_augmentation = net, grayscale, test_time_augmentation
+        self.resize = resize
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
         self.register_buffer("permutation", permutation)
@@ -67,6 +69,7 @@ class RawImageClassifier(nn.Module):
         x = augment.normalize(images, self.mean, self.std)
         if self.permutation is not None:
             x = augment.permute_pixels(x, self.permutation)
+        x = augment.resize(x, self.resize)
         return augment.flip_translate_logits(self.net, x) if self.test_time_augmentation else self.net(x)
 
 
@@ -115,7 +118,8 @@ def deployable(loaded: Loaded) -> RawImageClassifier:
     grayscale = bool(data.hparams.grayscale) and data.image_shape[0] == 3
     permutation = None if data.permutation is None else data.permutation.clone()
     tta = bool(model.hparams.get("test_time_augmentation"))
-    return RawImageClassifier(model.net, mean, std, grayscale, permutation, tta).eval()
+    resize = data.hparams.get("resize")
+    return RawImageClassifier(model.net, mean, std, grayscale, permutation, tta, resize).eval()
 
 
 def metadata(loaded: Loaded, wrapper: RawImageClassifier) -> dict[str, str]:
@@ -134,6 +138,7 @@ def metadata(loaded: Loaded, wrapper: RawImageClassifier) -> dict[str, str]:
         "std": json.dumps(list(map(float, wrapper.std))),
         "grayscale": json.dumps(wrapper.grayscale),
         "permuted_pixels": json.dumps(wrapper.permutation is not None),
+        "resized_to": json.dumps(wrapper.resize),
         "test_time_augmentation": json.dumps(wrapper.test_time_augmentation),
         "data_set": data.name,
         "network": type(loaded.model.net).__name__,

@@ -22,7 +22,8 @@ class FCNet(nn.Module):
         num_classes: the number of logits, linked from the data set.
         hidden: the widths of the hidden layers; [] is multinomial logistic regression, [8, 8] the notes' FC2Layer.
         activation: after every hidden layer (relu, sigmoid, tanh, gelu).
-        dropout: the probability of dropping a hidden unit, after every hidden activation (0 = no dropout).
+        dropout: the probability of dropping a hidden unit, after every hidden activation (0 = no dropout); a list
+            gives each hidden layer its own (d2l §4.6: [0.2, 0.5]).
     """
 
     def __init__(
@@ -31,15 +32,19 @@ class FCNet(nn.Module):
         num_classes: int = 10,
         hidden: list[int] = [8, 8],  # noqa: B006 (jsonargparse needs the literal default; never mutated)
         activation: Activation = "relu",
-        dropout: float = 0.0,
+        dropout: float | list[float] = 0.0,
     ) -> None:
         super().__init__()
+        rates = list(dropout) if isinstance(dropout, (list, tuple)) else [dropout] * len(hidden)
+        if len(rates) != len(hidden) or not all(0 <= rate < 1 for rate in rates):
+            raise ValueError(f"dropout must be one probability in [0, 1) or one per hidden layer ({len(hidden)}), "
+                             f"got {dropout!r}.")
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
-        for size in hidden:
+        for size, rate in zip(hidden, rates):
             layers += [nn.Linear(width, size), make_activation(activation)]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+            if rate > 0:
+                layers.append(nn.Dropout(rate))
             width = size
         layers.append(nn.Linear(width, num_classes))
         self.network = nn.Sequential(*layers)

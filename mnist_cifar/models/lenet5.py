@@ -23,6 +23,9 @@ class LeNet5(nn.Module):
         num_classes: the number of logits, linked from the data set.
         activation: after every conv and hidden layer (sigmoid is the classic, relu the modern variant; tanh, gelu).
         pooling: avg (classic) or max.
+        padding: zero padding of the first conv; 2 keeps a 28x28 input at 28x28 (the notes', d2l's §6.6), 0 is the
+            form of d2l's §7.5 batch-norm LeNet (its first dense layer then sees 16x4x4 features).
+        batch_norm: batch normalization after every conv and hidden dense layer, before the activation (d2l §7.5).
     """
 
     def __init__(
@@ -31,22 +34,32 @@ class LeNet5(nn.Module):
         num_classes: int = 10,
         activation: Activation = "sigmoid",
         pooling: Literal["avg", "max"] = "avg",
+        padding: int = 2,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         pool = nn.AvgPool2d if pooling == "avg" else nn.MaxPool2d
+
+        def norm(kind: type[nn.Module], width: int) -> list[nn.Module]:
+            return [kind(width)] if batch_norm else []
+
         self.features = nn.Sequential(
-            nn.Conv2d(input_shape[0], 6, kernel_size=5, padding=2),
+            nn.Conv2d(input_shape[0], 6, kernel_size=5, padding=padding),
+            *norm(nn.BatchNorm2d, 6),
             make_activation(activation),
             pool(2),
             nn.Conv2d(6, 16, kernel_size=5),
+            *norm(nn.BatchNorm2d, 16),
             make_activation(activation),
             pool(2),
             nn.Flatten(),
         )
         self.classifier = nn.Sequential(
             nn.Linear(flat_features(self.features, input_shape), 120),
+            *norm(nn.BatchNorm1d, 120),
             make_activation(activation),
             nn.Linear(120, 84),
+            *norm(nn.BatchNorm1d, 84),
             make_activation(activation),
             nn.Linear(84, num_classes),
         )

@@ -117,6 +117,12 @@ def render(figure: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
+def metric_name(class_name: str) -> str:
+    """A class name as part of a metric's name: a "/" would nest it a level deeper in every logger's tree
+    (Fashion-MNIST's "T-shirt/top" is logged as test/acc_T-shirt-top)."""
+    return class_name.replace("/", "-")
+
+
 def class_names(trainer: L.Trainer, num_classes: int) -> list[str]:
     """The DataModule's `classes`; the index as text for a class it does not name."""
     names = getattr(trainer.datamodule, "classes", None) or ()
@@ -265,7 +271,7 @@ class ConfusionMatrix(L.Callback):
         counts = self.counts = self.matrix.compute().cpu()  # a collective under DDP: every rank gets here
         recall = counts.diag() / counts.sum(1).clamp(min=1)
         names = class_names(trainer, len(counts))
-        supported = {f"test/acc_{name}": accuracy for name, accuracy, support in
+        supported = {f"test/acc_{metric_name(name)}": accuracy for name, accuracy, support in
                      zip(names, recall.tolist(), counts.sum(1).tolist()) if support}
         pl_module.log_dict(supported, sync_dist=True)  # identical on every rank: the mean changes nothing
 

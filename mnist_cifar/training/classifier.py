@@ -12,7 +12,8 @@ or `python main.py test --config <config with that network> --ckpt_path path`.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import lightning as L
@@ -67,6 +68,33 @@ def refuse_torch_one_cycle(scheduler_class: type | str | None) -> None:
         )
 
 
+def weight_initializer(spec: str) -> Callable[[nn.Module], None]:
+    """What `net.apply` runs for `weight_init` (see `ImageClassifier`); a spec it does not know is refused."""
+    kind, _, argument = spec.partition(":")
+    std = _positive_float(argument) if kind == "normal" else None
+    if spec not in ("default", "xavier_uniform") and std is None:
+        raise ConfigError(f"model.weight_init must be default, xavier_uniform or normal:<std> (e.g. normal:0.01), got "
+                          f"{spec!r}.")
+
+    def initialize(module: nn.Module) -> None:
+        if spec == "default" or not isinstance(module, (nn.Linear, nn.Conv2d)):
+            return
+        if std is None:
+            nn.init.xavier_uniform_(module.weight)
+        else:
+            nn.init.normal_(module.weight, std=std)
+
+    return initialize
+
+
+def _positive_float(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value > 0 and math.isfinite(value) else None
+
+
 class ImageClassifier(L.LightningModule):
     """Train, validate and test an image classifier; logs `{train,val,test}/{loss,acc}` per epoch.
 
@@ -82,6 +110,9 @@ class ImageClassifier(L.LightningModule):
         channels_last: NHWC memory layout for network and inputs (faster convolutions with bf16/fp16 on GPUs).
         test_time_augmentation: test and predict on the mean logits of each image, its mirror and one-pixel shifts
             (airbench's flip + translate; for CIFAR-like photos, not for digits). Validation stays plain.
+        weight_init: "default" keeps each layer's PyTorch initialization; "xavier_uniform" draws every Linear and
+            Conv2d weight again from Glorot's uniform distribution, as d2l's `train_ch6` does; "normal:<std>" from
+            a normal distribution of that std (d2l's softmax regression and MLPs: "normal:0.01"). Biases unchanged.
 
     `mnist_cifar.training.schedules.OneCycleLR` peaks at the optimizer's `lr` (torch's, which ignores that lr, is refused), and
     given without `total_steps` or `epochs` gets its length from the trainer
@@ -102,9 +133,11 @@ class ImageClassifier(L.LightningModule):
         compile_backend: str = "inductor",
         channels_last: bool = False,
         test_time_augmentation: bool = False,
+        weight_init: str = "default",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        net.apply(weight_initializer(weight_init))  # before anything else draws: a seed gives the same weights
         for name in LIVE_OBJECT_ARGS:  # see the module docstring: checkpoints hold plain config only
             if not _is_plain(self.hparams.get(name)):
                 del self.hparams[name]
