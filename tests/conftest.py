@@ -6,6 +6,7 @@ every pixel value is known, so readers can be checked exactly.
 
 from __future__ import annotations
 
+import gzip
 import os
 import pickle
 import signal
@@ -86,6 +87,23 @@ def write_mnist(root: Path, n_train: int = 200, n_test: int = 60) -> dict[str, t
     return splits
 
 
+def write_fashion_mnist(root: Path, layout: str = "debian", n_train: int = 200,
+                        n_test: int = 60) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Fashion-MNIST's four IDX files: `debian` as the package installs them (gzipped, in a fashion-mnist/ folder),
+    `torchvision` as its download leaves them (uncompressed, in FashionMNIST/raw/)."""
+    folder = root / ("fashion-mnist" if layout == "debian" else "FashionMNIST/raw")
+    folder.mkdir(parents=True)
+    splits = {"train": make_images(n_train, (1, 28, 28), 6), "test": make_images(n_test, (1, 28, 28), 7)}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images, labels = splits[split]
+        for name, array in ((f"{prefix}-images-idx3-ubyte", images[:, 0]), (f"{prefix}-labels-idx1-ubyte", labels)):
+            write_idx(folder / name, array)
+            if layout == "debian":
+                (folder / f"{name}.gz").write_bytes(gzip.compress((folder / name).read_bytes()))
+                (folder / name).unlink()
+    return splits
+
+
 def write_cifar_batches(root: Path, per_batch: int = 40, n_test: int = 60) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
@@ -114,6 +132,13 @@ def write_image_folder(root: Path, n_train: int = 120, n_test: int = 40) -> dict
 def mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("mnist")
     write_mnist(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def fashion_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fashion")
+    write_fashion_mnist(root)
     return root
 
 

@@ -18,9 +18,10 @@ CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if p.name != "defa
 
 
 
-def data_dir_for(config: Path, mnist_dir: Path, cifar_dir: Path) -> Path:
+def data_dir_for(config: Path, mnist_dir: Path, cifar_dir: Path, fashion_dir: Path) -> Path:
     data_class = yaml.safe_load(config.read_text())["data"]["class_path"]
-    return mnist_dir if data_class.endswith("MNISTDataModule") else cifar_dir
+    folders = {"FashionMNISTDataModule": fashion_dir, "MNISTDataModule": mnist_dir, "CIFAR10DataModule": cifar_dir}
+    return folders[data_class.rsplit(".", 1)[-1]]
 
 
 def test_configs_exist() -> None:
@@ -28,8 +29,8 @@ def test_configs_exist() -> None:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
-def test_every_config_runs_fast_dev_run(config: Path, mnist_dir: Path, cifar_dir: Path) -> None:
-    data_dir = data_dir_for(config, mnist_dir, cifar_dir)
+def test_every_config_runs_fast_dev_run(config: Path, mnist_dir: Path, cifar_dir: Path, fashion_dir: Path) -> None:
+    data_dir = data_dir_for(config, mnist_dir, cifar_dir, fashion_dir)
     result = cli("fit", "--config", str(config), "--data.data_dir", str(data_dir), *TINY, "--trainer.fast_dev_run", "2")
     assert result.trainer.state.finished
     assert torch.isfinite(result.trainer.callback_metrics["train/loss"])

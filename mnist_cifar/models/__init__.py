@@ -5,6 +5,10 @@ from mnist_cifar.models.alexnet import SmallAlexNet
 from mnist_cifar.models.basic_cnn import BasicCNN
 from mnist_cifar.models.cifar_lenet import CifarLeNet
 from mnist_cifar.models.course_net import CourseNet
+from mnist_cifar.models.d2l_alexnet import D2LAlexNet
+from mnist_cifar.models.d2l_nin import D2LNiN
+from mnist_cifar.models.d2l_resnet import D2LResNet18
+from mnist_cifar.models.d2l_vgg import D2LVGG
 from mnist_cifar.models.fcnet import FCNet
 from mnist_cifar.models.improved_cnn import ImprovedCNN
 from mnist_cifar.models.lenet5 import LeNet5
@@ -22,6 +26,10 @@ __all__ = [
     "CifarLeNet",
     "CifarResNet",
     "CourseNet",
+    "D2LAlexNet",
+    "D2LNiN",
+    "D2LResNet18",
+    "D2LVGG",
     "FCNet",
     "ImprovedCNN",
     "LeNet5",

@@ -91,7 +91,11 @@ def augmentation(data: dict) -> str:
 
 def also(config: dict) -> str:
     model, trainer = config.get("model", {}), config.get("trainer", {})
-    parts = [f"label smoothing {_number(model['label_smoothing'])}"] if model.get("label_smoothing") else []
+    data = config.get("data", {}).get("init_args") or {}
+    parts = [f"{model['weight_init']} init"] if model.get("weight_init", "default") != "default" else []
+    parts += ["pixels in [0, 1]"] if data.get("normalize") is False else []
+    parts += [f"resized to {data['resize']}"] if data.get("resize") else []
+    parts += [f"label smoothing {_number(model['label_smoothing'])}"] if model.get("label_smoothing") else []
     parts += [f"gradient clip {_number(trainer['gradient_clip_val'])}"] if trainer.get("gradient_clip_val") else []
     parts += [trainer["precision"]] if trainer.get("precision") else []
     parts += ["TTA"] if model.get("test_time_augmentation") else []
