@@ -92,6 +92,11 @@ def test_sweep_runs_side_by_side_reports_and_resumes(tiny_experiment: str, mnist
     table = (out / "results.md").read_text()
     assert "| relu | 2 |" in table and "±" in table and (out / "tiny.png").stat().st_size > 1000
     assert "val ≥ 2 %: epochs, training s |" in table and " 1.0, " in table  # time to the target: the first epoch
+    curves = list(csv.DictReader((out / "curves.csv").open()))
+    assert sorted((r["variant"], r["seed"], r["epoch"]) for r in curves) == sorted(
+        (v, s, e) for v, s in expected for e in ("1", "2"))  # every seed's every epoch
+    assert all(float(r["train/loss"]) > 0 and 0 <= float(r["val/acc"]) <= 1 for r in curves)
+    assert "tiny_curves.png" in table and (out / "tiny_curves.png").stat().st_size > 1000
 
     # A second run trains nothing but the run whose logs lack its test (as a killed run's do).
     (out / "sigmoid" / "seed43").rename(tmp_path / "kept")
@@ -287,3 +292,23 @@ def test_status_and_list_import_neither_torch_nor_lightning(tmp_path: Path) -> N
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "not submitted" in result.stdout
+
+
+def test_curve_bands_are_the_mean_and_std_over_seeds_at_each_epoch(tmp_path: Path) -> None:
+    from mnist_cifar.experiments.report import CURVE_FIELDS, curve_bands, plot_curves, read_curve_rows
+
+    rows = [{"variant": "a", "seed": 42, "epoch": 1, "train/loss": 2.0, "val/loss": 1.0, "val/acc": 0.5},
+            {"variant": "a", "seed": 43, "epoch": 1, "train/loss": 4.0, "val/loss": 3.0, "val/acc": 0.7},
+            {"variant": "a", "seed": 42, "epoch": 2, "train/loss": 1.0, "val/loss": "", "val/acc": 0.6},
+            {"variant": "b", "seed": 42, "epoch": 1, "train/loss": 9.0, "val/loss": 9.0, "val/acc": 0.1}]
+    path = tmp_path / "curves.csv"
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=CURVE_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    again = read_curve_rows(path)
+    epochs, mean, std = curve_bands(again, "a", "train/loss")
+    assert epochs == [1, 2] and mean == [3.0, 1.0] and std == [pytest.approx(2 ** 0.5), 0.0]  # sample std of 2, 4
+    assert curve_bands(again, "a", "val/loss")[0] == [1]  # an epoch without the metric is no point, not a zero
+    plot_curves(again, ["a", "b", "not run"], "two variants", tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 1000

@@ -1,4 +1,6 @@
-"""Turn an experiment's run folders into a per-run CSV, a Markdown table (mean ± std over seeds) and a plot."""
+"""Turn an experiment's run folders into a per-run CSV, a Markdown table (mean ± std over seeds), a plot of the final
+figures and one of the learning curves: per epoch, the mean and the seed-to-seed spread (± one std) of the train loss,
+the validation loss and the validation accuracy of every variant, overlaid (TensorBoard cannot average runs)."""
 
 from __future__ import annotations
 
@@ -125,6 +127,74 @@ def _target_cell(runs: list[RunResult]) -> str:
     return f" {epochs:.1f}, {seconds:.0f} s ({len(reached)} of {len(runs)} seeds) |"
 
 
+CURVES = {"train/loss": "train loss", "val/loss": "validation loss", "val/acc": "validation accuracy"}
+CURVE_FIELDS = ["variant", "seed", "epoch", *CURVES]
+
+
+def curve_rows(experiment: Experiment, root: Path) -> list[dict[str, object]]:
+    """One row per variant, seed and epoch with the epoch's train loss, val loss and val acc (`curves.csv`), from the
+    finished runs' folders; an epoch a metric was not logged for (no validation split) is left empty."""
+    rows: list[dict[str, object]] = []
+    for variant in experiment.variants:
+        for folder in sorted((root / "experiments" / experiment.name / variant.name).glob("seed*")):
+            scalars = read_scalars(folder)
+            if "test/acc" not in scalars:
+                continue
+            series = {tag: _values(scalars, tag) for tag in CURVES}
+            for epoch in range(1, max(map(len, series.values())) + 1):
+                values = {tag: (s[epoch - 1] if epoch <= len(s) else "") for tag, s in series.items()}
+                rows.append({"variant": variant.name, "seed": int(folder.name.removeprefix("seed")), "epoch": epoch,
+                             **values})
+    return rows
+
+
+def read_curve_rows(path: Path) -> list[dict[str, object]]:
+    """`curves.csv` as `curve_rows` made it: a committed report's curves can be drawn again without its runs."""
+    with open(path, newline="") as file:
+        return [{**row, "seed": int(row["seed"]), "epoch": int(row["epoch"])} for row in csv.DictReader(file)]
+
+
+def curve_bands(rows: list[dict[str, object]], variant: str, tag: str) -> tuple[list[int], list[float], list[float]]:
+    """Epochs, mean and std over the seeds that logged `tag` at that epoch (std 0 where one seed did)."""
+    by_epoch: dict[int, list[float]] = {}
+    for row in rows:
+        if row["variant"] == variant and row[tag] not in ("", None):
+            by_epoch.setdefault(int(row["epoch"]), []).append(float(row[tag]))
+    epochs = sorted(by_epoch)
+    stats = [_mean_std(by_epoch[e]) for e in epochs]
+    return epochs, [m for m, _ in stats], [s for _, s in stats]
+
+
+def plot_curves(rows: list[dict[str, object]], variants: list[str], title: str, path: Path) -> None:
+    """Train loss, validation loss and validation accuracy per epoch: each variant's mean over seeds as a line and
+    ± one std as a band, all variants overlaid; the legend says how many seeds each line averages."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(CURVES), figsize=(15, 4.5))
+    for index, variant in enumerate(v for v in variants if any(r["variant"] == v for r in rows)):
+        seeds = len({r["seed"] for r in rows if r["variant"] == variant})
+        color = f"C{index % 10}"
+        for axis, tag in zip(axes, CURVES):
+            epochs, mean, std = curve_bands(rows, variant, tag)
+            scale = 100 if tag.endswith("acc") else 1
+            mean, std = [scale * m for m in mean], [scale * s for s in std]
+            axis.plot(epochs, mean, color=color, label=f"{variant} ({seeds} seed{'s' * (seeds != 1)})")
+            axis.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                              color=color, alpha=0.2, linewidth=0)
+    for axis, (tag, label) in zip(axes, CURVES.items()):
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(label + (" (%)" if tag.endswith("acc") else ""))
+        axis.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7, loc="lower right")
+    figure.suptitle(textwrap.fill(f"{title}: mean ± std over seeds", 120), fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def plot(experiment: Experiment, results: list[RunResult], path: Path) -> None:
     import matplotlib
 
@@ -167,6 +237,15 @@ def write_report(experiment: Experiment, root: Path, out_dir: Path) -> Path | No
         writer.writerows(asdict(r) for r in results)
     table = markdown_table(experiment, results)
     figure = f"![{experiment.name}]({experiment.name}.png)"
-    (out_dir / "results.md").write_text(f"## {experiment.name}\n\n{experiment.description}\n\n{table}\n\n{figure}\n")
+    rows = curve_rows(experiment, root)
+    with open(out_dir / "curves.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=CURVE_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    curves = (f"\n\nLearning curves, mean ± std over seeds (per-epoch values in `curves.csv`):\n\n"
+              f"![{experiment.name} learning curves]({experiment.name}_curves.png)")
+    (out_dir / "results.md").write_text(f"## {experiment.name}\n\n{experiment.description}\n\n{table}\n\n{figure}"
+                                        f"{curves}\n")
     plot(experiment, results, out_dir / f"{experiment.name}.png")
+    plot_curves(rows, [v.name for v in experiment.variants], experiment.description, out_dir / f"{experiment.name}_curves.png")
     return out_dir / "results.md"
