@@ -120,6 +120,14 @@ class RunFolder:
     def predictions(self) -> Path:
         return self.path / "predictions.csv"
 
+    @property
+    def reliability_diagram(self) -> Path:
+        return self.path / "reliability.png"
+
+    @property
+    def corruptions(self) -> Path:
+        return self.path / "corruptions.csv"
+
 
 def run_dir(trainer: Trainer) -> str:
     """The run's folder: the first logger's `log_dir`, else the Trainer's `default_root_dir`.

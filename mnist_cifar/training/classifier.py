@@ -208,6 +208,10 @@ class ImageClassifier(L.LightningModule):
             return augment.flip_translate_logits(self, images)
         return self(images)
 
+    def evaluation_logits(self, images: Tensor) -> Tensor:
+        """The logits `test` computes for preprocessed images (with test-time augmentation when the run uses it)."""
+        return self._logits(images, "test")
+
     def _shared_step(self, batch: Batch, stage: str) -> tuple[Tensor, Tensor]:
         images, labels = batch
         logits = self._logits(images, stage)
