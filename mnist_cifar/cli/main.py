@@ -28,6 +28,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_only
 
 from mnist_cifar import CONFIGS
+from mnist_cifar.cli.corruption_tests import test_every_corruption
 from mnist_cifar.data import ImageDataModule
 from mnist_cifar.errors import ConfigError, exits_on_user_errors
 from mnist_cifar.moved import new_name
@@ -229,6 +230,12 @@ class ExperimentCLI(LightningCLI):
         callback = trainer.checkpoint_callback
         best = getattr(callback, "best_model_path", "") if callback else ""
         trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        self.after_test()
+
+    def after_test(self) -> None:
+        """With `--data.corruption all`: the tested weights on every corrupted copy of the test split too."""
+        if getattr(self.datamodule.hparams, "corruption", None) == "all" and not self.trainer.interrupted:
+            test_every_corruption(self.trainer, self.model, self.datamodule)
 
 
 TOP_LEVEL_OPTIMIZER_KEYS = {"--optimizer": "model.optimizer", "--lr_scheduler": "model.scheduler"}

@@ -18,9 +18,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 
-from mnist_cifar.data import augment
+from mnist_cifar.data import augment, corruptions
 from mnist_cifar.data.sampling import DeviceBatches, ShardSampler
-from mnist_cifar.data.sources import Split
+from mnist_cifar.data.sources import Split, read_cache, save_cache, tensor_digest
 from mnist_cifar.data.user_images import read_user_images
 from mnist_cifar.errors import ConfigError, DataNotFoundError
 from mnist_cifar.internals import batches_done_in_epoch, shift_batches_done
@@ -88,6 +88,10 @@ class ImageDataModule(L.LightningDataModule):
             (what d2l's `ToTensor` gives its networks).
         resize: upsample every image (bilinear) to `resize` x `resize` pixels after the steps above, as d2l does to
             feed Fashion-MNIST to AlexNet (224) or ResNet (96); the network is sized for it. None: as stored.
+        corruption: test on a corrupted copy of the test split (`mnist_cifar.data.corruptions`: CIFAR-10-C's
+            algorithms, regenerated and cached), e.g. gaussian_noise; `all` tests the clean split, then every
+            corruption at every severity (corruptions.csv in the test's folder). Training never sees it.
+        severity: the corruption's severity, 1-5 (CIFAR-10-C's scale).
     """
 
     name: ClassVar[str]
@@ -119,6 +123,8 @@ class ImageDataModule(L.LightningDataModule):
         on_device: bool = False,
         normalize: bool = True,
         resize: int | None = None,
+        corruption: str | None = None,
+        severity: int = 3,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -127,6 +133,13 @@ class ImageDataModule(L.LightningDataModule):
                 raise ConfigError(f"data.{name} must be at least 1, got {value}.")
         if val_size < 0 or crop_padding < 0 or num_workers < 0:
             raise ConfigError("data.val_size, data.crop_padding and data.num_workers must not be negative.")
+        known = corruptions.available(self.image_shape[0])
+        if corruption not in (None, "all", *known) or severity not in corruptions.SEVERITIES:
+            raise ConfigError(f"data.corruption must be one of {', '.join(known)} or all (or null), and data.severity "
+                              f"1-5; got {corruption!r} at severity {severity}. (For {self.name}: "
+                              f"{'saturate needs RGB images; ' if corruption == 'saturate' else ''}see "
+                              f"mnist_cifar/data/corruptions.py for what each does and which are not implemented.)")
+        self.active_corruption: tuple[str, int] | None = (corruption, severity) if corruption not in (None, "all") else None
         if resize is not None and resize < 1:
             raise ConfigError(f"data.resize must be a side in pixels of at least 1 (or null for the stored size), got "
                               f"{resize}.")
@@ -240,7 +253,10 @@ class ImageDataModule(L.LightningDataModule):
             self._setup_user_images(Path(self.hparams.predict_path).expanduser())
             return
         if stage in (None, "test", "predict") and self.test_set is None:
-            self.test_set = TensorPairDataset(*self._load("test"))
+            images, labels = self._load("test")
+            if self.active_corruption is not None:
+                images = self._corrupted(images, labels, *self.active_corruption)
+            self.test_set = TensorPairDataset(images, labels)
         if stage == "predict":
             self.predict_set, self.predict_has_labels = self.test_set, True
             self.predict_sources = [f"test[{i}]" for i in range(len(self.test_set))]
@@ -250,6 +266,27 @@ class ImageDataModule(L.LightningDataModule):
         images = self._to_input_channels(found.images)
         self.predict_set = TensorPairDataset(images, torch.full((len(images),), -1, dtype=torch.long))
         self.predict_sources, self.unreadable, self.predict_has_labels = found.sources, found.unreadable, False
+
+    def corruption_runs(self) -> list[tuple[str, int]]:
+        """Every (corruption, severity) that `corruption: all` tests, in a fixed order."""
+        return [(name, s) for name in corruptions.available(self.input_shape[0]) for s in corruptions.SEVERITIES]
+
+    def use_corruption(self, corruption: tuple[str, int] | None) -> None:
+        """Test on this corrupted copy next (None: the clean split); the next `setup("test")` builds it."""
+        self.active_corruption, self.test_set = corruption, None
+
+    def _corrupted(self, images: Tensor, labels: Tensor, name: str, severity: int) -> Tensor:
+        """The corrupted copy, from the cache when a whole one is there (checked by its SHA-256 like the decoded
+        images), else made and cached: keyed by the clean split's own digest, so another copy never matches."""
+        key = tensor_digest(images, labels)[:16]
+        cache = self.cache_dir / "corruptions" / f"{self.name}-{key}-{name}-{severity}.pt"
+        if cache.is_file():
+            cached = read_cache(cache, len(labels), tuple(images.shape[1:]))
+            if cached is not None:
+                return cached[0]
+        corrupted = corruptions.corrupt(images, name, severity)
+        save_cache({"images": corrupted, "labels": labels, "sha256": tensor_digest(corrupted, labels)}, cache)
+        return corrupted
 
     # -- loaders -------------------------------------------------------------------------------
     def _loader(self, dataset: TensorPairDataset | None, train: bool, predict: bool = False) -> DataLoader | DeviceBatches:

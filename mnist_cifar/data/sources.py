@@ -194,11 +194,11 @@ def read_image_folder(
     files = _list_class_files(root / split, classes)
     cache_file = cache_dir / f"imagefolder-{split}-{_source_key(files)}.pt"
     if cache_file.is_file():
-        cached = _read_cache(cache_file, len(files), image_shape)
+        cached = read_cache(cache_file, len(files), image_shape)
         if cached is not None:
             return cached
     images, labels = _decode_files(files, image_shape)
-    _save_atomically({"images": images, "labels": labels, "sha256": _tensor_digest(images, labels)}, cache_file)
+    save_cache({"images": images, "labels": labels, "sha256": tensor_digest(images, labels)}, cache_file)
     return images, labels
 
 
@@ -209,7 +209,7 @@ def check_image_folder(root: Path, classes: Sequence[str]) -> None:
         _list_class_files(root / split, classes)
 
 
-def _tensor_digest(images: Tensor, labels: Tensor) -> str:
+def tensor_digest(images: Tensor, labels: Tensor) -> str:
     digest = hashlib.sha256()
     for tensor in (images, labels):
         digest.update(f"{tensor.dtype} {tuple(tensor.shape)}:".encode())
@@ -217,24 +217,24 @@ def _tensor_digest(images: Tensor, labels: Tensor) -> str:
     return digest.hexdigest()
 
 
-def _read_cache(cache_file: Path, count: int, image_shape: tuple[int, int, int]) -> Split | None:
+def read_cache(cache_file: Path, count: int, image_shape: tuple[int, int, int]) -> Split | None:
     """The cached split if it is whole: the SHA-256 of its pixels and labels, written with it, still matches;
-    else None (the cache is rebuilt from the image files, and a warning says so)."""
+    else None (the cache is rebuilt, and a warning says so). Decoded image folders and corrupted test splits."""
     try:
         cached = torch.load(cache_file, weights_only=True)
         images, labels = cached["images"], cached["labels"]
         whole = (images.dtype == torch.uint8 and tuple(images.shape) == (count, *image_shape)
-                 and len(labels) == count and cached.get("sha256") == _tensor_digest(images, labels))
+                 and len(labels) == count and cached.get("sha256") == tensor_digest(images, labels))
     except Exception:  # noqa: BLE001 (unreadable in any way: rebuilt, never trusted)
         whole = False
     if whole:
         return images, labels
     warnings.warn(f"The decoded-image cache {cache_file} is damaged or from an older version (its content does not "
-                  f"match the checksum stored with it): decoding the image files again and rewriting it.", stacklevel=3)
+                  f"match the checksum stored with it): making it again from the data set and rewriting it.", stacklevel=3)
     return None
 
 
-def _save_atomically(obj: object, path: Path) -> None:
+def save_cache(obj: object, path: Path) -> None:
     try:
         atomic_write(path, lambda partial: torch.save(obj, partial))
     except OSError as error:

@@ -1,0 +1,70 @@
+"""`test --data.corruption all`: after the clean test, the same weights on every corrupted copy of the test split.
+
+Each (corruption, severity) is one more `trainer.test` in the same process, with the loggers set aside so that
+`test/acc` in every logger and record stays the clean split's. What they measured goes to `corruptions.csv` in the
+test's folder (one row each, calibration figures included) and, as scalars, to the loggers: `corruption/<name>/acc`
+at step = severity (TensorBoard draws accuracy against severity per corruption), `corruption/mean_acc` (the mean
+over all of them, CIFAR-10-C's headline figure), `corruption/worst_acc` and, with temperature scaling,
+`corruption/mean_ece` and `corruption/mean_ece_calibrated`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+from pathlib import Path
+
+from lightning import LightningDataModule, LightningModule, Trainer
+
+from mnist_cifar.runs.folder import RunFolder, run_dir
+
+FIGURES = ("acc", "loss", "ece", "nll", "brier", "ece_calibrated", "nll_calibrated", "brier_calibrated")
+
+
+def test_every_corruption(trainer: Trainer, model: LightningModule, data: LightningDataModule) -> Path | None:
+    """Run the loop (the clean test has run); returns the CSV written, None on other ranks."""
+    loggers, rows = trainer.loggers, []
+    runs = data.corruption_runs()
+    try:
+        trainer.loggers = []
+        for index, (name, severity) in enumerate(runs, 1):
+            data.use_corruption((name, severity))
+            trainer.test(model, datamodule=data, verbose=False)
+            metrics = trainer.callback_metrics
+            rows.append({"corruption": name, "severity": severity,
+                         **{f: float(metrics[f"test/{f}"]) for f in FIGURES if f"test/{f}" in metrics}})
+            print(f"corruption {index}/{len(runs)}: {name} severity {severity}: acc {rows[-1]['acc']:.4f}",
+                  file=sys.stderr, flush=True)
+    finally:
+        trainer.loggers = loggers
+        data.use_corruption(None)
+    summary = summarize(rows)
+    for logger in loggers:
+        for row in rows:
+            logger.log_metrics({f"corruption/{row['corruption']}/acc": row["acc"]}, step=row["severity"])
+        logger.log_metrics(summary, step=0)
+        logger.save()
+    if not trainer.is_global_zero:
+        return None
+    folder = RunFolder.at(Path(run_dir(trainer)))
+    with open(folder.corruptions, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["corruption", "severity", *FIGURES], restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    worst = min(rows, key=lambda r: r["acc"])
+    print(f"{len(rows)} corrupted test sets: mean accuracy {summary['corruption/mean_acc']:.4f}, worst "
+          f"{worst['acc']:.4f} ({worst['corruption']} at severity {worst['severity']}); {folder.corruptions}",
+          file=sys.stderr)
+    return folder.corruptions
+
+
+def summarize(rows: list[dict]) -> dict[str, float]:
+    """The mean and worst accuracy over every corrupted set, and the mean ECE before and after scaling."""
+    summary = {"corruption/mean_acc": math.fsum(r["acc"] for r in rows) / len(rows),
+               "corruption/worst_acc": min(r["acc"] for r in rows)}
+    for figure in ("ece", "ece_calibrated"):
+        values = [r[figure] for r in rows if figure in r]
+        if len(values) == len(rows):
+            summary[f"corruption/mean_{figure}"] = math.fsum(values) / len(values)
+    return summary
