@@ -95,17 +95,18 @@ def test_class_names_reach_the_metrics_and_the_predictions(fashion_dir: Path, tm
 
 @pytest.mark.slow
 def test_a_resized_unnormalized_run_exports_with_its_preprocessing_inside(fashion_dir: Path, tmp_path: Path) -> None:
-    """The export's own parity check (max logit difference 1e-4 against `test`) fails unless the resize and the
-    [0, 1] scaling are inside the file; its metadata carries the class names."""
+    """The export's own parity check (max logit difference 1e-4 against `test`) fails unless the resize, the
+    [0, 1] scaling and the temperature (`--calibrate`) are inside the file; its metadata carries the class names."""
     from mnist_cifar.export.write import main as export_main
 
     fitted = cli("fit", "--config", LENET, "--data.data_dir", str(fashion_dir), "--data.resize", "32", *QUICK)
     target = tmp_path / "lenet.pt2"
     export_main(["--ckpt_path", fitted.trainer.checkpoint_callback.best_model_path, "--format", "exported_program",
-                 "--output", str(target), "--data.data_dir", str(fashion_dir)])
+                 "--output", str(target), "--data.data_dir", str(fashion_dir), "--calibrate"])
     record = json.loads(target.with_name("lenet.pt2.parity.json").read_text())
     assert json.loads(record["class_names"]) == list(FashionMNISTDataModule.classes)
     assert json.loads(record["resized_to"]) == 32 and json.loads(record["mean"]) == [0.0]
+    assert json.loads(record["temperature"]) > 0 and json.loads(record["temperature"]) != 1.0
 
 
 def test_weight_init_redraws_linear_and_conv_weights_and_refuses_unknown_specs() -> None:

@@ -1,4 +1,4 @@
-"""`python -m mnist_cifar.experiments {list,run,status,cancel,report}`: see the package docstring."""
+"""`python -m mnist_cifar.experiments {list,run,status,cancel,report,robustness,tune}`: see the package docstring."""
 
 from __future__ import annotations
 
@@ -50,6 +50,13 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                 command.add_argument(f"--{option}", type=kind, help=f"slurm: {text}")
             command.add_argument("--sbatch", action="append", metavar="OPTION",
                                  help="slurm: any other sbatch option, e.g. --sbatch=--constraint=a100 (repeatable)")
+    robust = commands.add_parser("robustness", help="test every finished run on every corruption; write the "
+                                                     "calibration and robustness report")
+    robust.add_argument("experiment", help="a name from `list`, or the path of an experiment .yaml file")
+    robust.add_argument("--root", type=Path, default=Path("lightning_logs"), help="where the runs are")
+    robust.add_argument("--report_dir", type=Path, help="default: <root>/experiments/<experiment>")
+    robust.add_argument("--seeds", type=int, default=3)
+    robust.add_argument("--data_dir", help="passed to every test as --data.data_dir")
     tune = commands.add_parser("tune", help="an Optuna study: search a config's keys (see study.py)")
     tune.add_argument("study", help="the path of a study .yaml file")
     tune.add_argument("--root", type=Path, default=Path("lightning_logs"), help="where trials are logged")
@@ -74,6 +81,9 @@ def main(argv: list[str] | None = None) -> None:
             return
         if args.command == "tune":
             tune_study(args, extra)
+            return
+        if args.command == "robustness":
+            robustness_report(args, extra)
             return
         experiment = definition.load(args.experiment)
         names = [variant.name for variant in experiment.variants]
@@ -108,6 +118,18 @@ def main(argv: list[str] | None = None) -> None:
         if failed:
             names = "; ".join(f"{r.variant} seed {r.seed} ({r.outcome.splitlines()[0]}, see {r.folder})" for r in failed)
             raise WorkFailed(f"{len(failed)} run(s) did not finish: {names}.")
+
+
+def robustness_report(args: argparse.Namespace, extra: list[str]) -> None:
+    from mnist_cifar.experiments import robustness
+
+    experiment = definition.load(args.experiment)
+    failed = robustness.test_runs(experiment, args.root, args.seeds, extra)
+    report = robustness.write_robustness_report(experiment, args.root,
+                                                args.report_dir or args.root / "experiments" / experiment.name)
+    print(f"report: {report}" if report else "no finished run has been tested on the corruptions yet")
+    if failed:
+        raise WorkFailed(f"{len(failed)} test(s) did not finish: {'; '.join(failed)}.")
 
 
 def tune_study(args: argparse.Namespace, extra: list[str]) -> None:

@@ -55,10 +55,11 @@ class RawImageClassifier(nn.Module):
     """uint8 images in, logits out: the DataModule's evaluation preprocessing and the network, as one graph."""
 
     def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float], grayscale: bool,
-                 permutation: Tensor | None, test_time_augmentation: bool, resize: int | None = None) -> None:
+                 permutation: Tensor | None, test_time_augmentation: bool, resize: int | None = None,
+                 temperature: float = 1.0) -> None:
         super().__init__()
         self.net, self.grayscale, self.test_time_augmentation = net, grayscale, test_time_augmentation
-        self.resize = resize
+        self.resize, self.temperature = resize, temperature
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
         self.register_buffer("permutation", permutation)
@@ -70,7 +71,8 @@ class RawImageClassifier(nn.Module):
         if self.permutation is not None:
             x = augment.permute_pixels(x, self.permutation)
         x = augment.resize(x, self.resize)
-        return augment.flip_translate_logits(self.net, x) if self.test_time_augmentation else self.net(x)
+        logits = augment.flip_translate_logits(self.net, x) if self.test_time_augmentation else self.net(x)
+        return logits if self.temperature == 1.0 else logits / self.temperature
 
 
 @dataclass
@@ -80,6 +82,7 @@ class Loaded:
     model: Any  # ImageClassifier
     data: Any  # ImageDataModule
     sha256: str
+    temperature: float = 1.0  # logits are divided by it (`--calibrate`: fitted on the validation split)
 
 
 def file_sha256(path: Path) -> str:
@@ -119,7 +122,7 @@ def deployable(loaded: Loaded) -> RawImageClassifier:
     permutation = None if data.permutation is None else data.permutation.clone()
     tta = bool(model.hparams.get("test_time_augmentation"))
     resize = data.hparams.get("resize")
-    return RawImageClassifier(model.net, mean, std, grayscale, permutation, tta, resize).eval()
+    return RawImageClassifier(model.net, mean, std, grayscale, permutation, tta, resize, loaded.temperature).eval()
 
 
 def metadata(loaded: Loaded, wrapper: RawImageClassifier) -> dict[str, str]:
@@ -139,6 +142,7 @@ def metadata(loaded: Loaded, wrapper: RawImageClassifier) -> dict[str, str]:
         "grayscale": json.dumps(wrapper.grayscale),
         "permuted_pixels": json.dumps(wrapper.permutation is not None),
         "resized_to": json.dumps(wrapper.resize),
+        "temperature": json.dumps(wrapper.temperature),  # 1.0: the raw logits; else calibrated (--calibrate)
         "test_time_augmentation": json.dumps(wrapper.test_time_augmentation),
         "data_set": data.name,
         "network": type(loaded.model.net).__name__,
@@ -222,7 +226,7 @@ def checkpoint_logits(loaded: Loaded, raw: Tensor) -> Tensor:
     """What `test` computes for raw uint8 images: the DataModule's evaluation preprocessing, then the model."""
     data = loaded.data
     with torch.no_grad():
-        return loaded.model._logits(data.preprocess(data._to_input_channels(raw)), "test")
+        return loaded.model.evaluation_logits(data.preprocess(data._to_input_channels(raw))) / loaded.temperature
 
 
 def _both(loaded: Loaded, run_exported: Any, raw: Tensor) -> tuple[Tensor, Tensor]:  # noqa: ANN401
@@ -245,9 +249,10 @@ def default_output(ckpt_path: str, fmt: str) -> Path:
 
 
 def export(ckpt_path: str, fmt: str = "onnx", output: str | None = None, batch_size: int = 256,
-           cli_args: Sequence[str] = ()) -> tuple[Path, Parity]:
+           cli_args: Sequence[str] = (), calibrate: bool = False) -> tuple[Path, Parity]:
     """Write the export of `ckpt_path` and return its path and parity; raise `ExportError` (writing nothing) when
-    the export or its parity fails."""
+    the export or its parity fails. `calibrate`: divide the logits by a temperature fitted on the run's validation
+    split (`mnist_cifar.reporting.calibration`), so the file's probabilities are the calibrated ones."""
     _require(fmt)
     if batch_size < 1:
         raise ExportError(f"--batch_size must be at least 1, got {batch_size}.")
@@ -255,7 +260,26 @@ def export(ckpt_path: str, fmt: str = "onnx", output: str | None = None, batch_s
     if target.suffix != SUFFIXES[fmt]:
         raise ExportError(f"--output {target} does not end in {SUFFIXES[fmt]}, the suffix of --format {fmt}.")
     loaded = load(ckpt_path, cli_args)
+    if calibrate:
+        loaded.temperature = validation_temperature(loaded)
     return target, write(loaded, fmt, target, batch_size, ckpt_path)
+
+
+def validation_temperature(loaded: Loaded) -> float:
+    """The temperature `test` fits for these weights: on the run's seeded validation split."""
+    from mnist_cifar.reporting.calibration import fit_temperature
+
+    data = loaded.data
+    if not data.hparams.val_size:
+        raise ExportError("--calibrate fits its temperature on the validation split, and this run has none "
+                          "(data.val_size 0). Export without --calibrate, or give --data.val_size.")
+    data.prepare_data()
+    data.setup("validate")
+    images, labels = data.val_set.images, data.val_set.labels
+    with torch.no_grad():
+        logits = torch.cat([loaded.model.evaluation_logits(data.preprocess(images[i : i + 512]))
+                            for i in range(0, len(labels), 512)])
+    return fit_temperature(logits, labels)
 
 
 def write(loaded: Loaded, fmt: str, target: Path, batch_size: int = 256, source: str = "the model") -> Parity:
@@ -339,6 +363,9 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--output", help="the file to write; default <run>/export/<checkpoint>.onnx or .pt2")
     parser.add_argument("--batch_size", type=int, default=256, help="batch size of the parity check on the test split")
     parser.add_argument("--num_threads", type=int, help="CPU threads for torch and onnxruntime")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="divide the logits by a temperature fitted on the run's validation split (calibrated "
+                             "probabilities; the predictions are the same)")
     return parser.parse_known_args(list(argv))
 
 
@@ -348,7 +375,7 @@ def main(argv: Sequence[str]) -> None:
         torch.set_num_threads(args.num_threads)
     started = time.monotonic()
     with exits_on_user_errors():
-        target, parity = export(args.ckpt_path, args.format, args.output, args.batch_size, rest)
+        target, parity = export(args.ckpt_path, args.format, args.output, args.batch_size, rest, args.calibrate)
     print(f"Wrote {target} ({args.format}, {target.stat().st_size / 1e6:.2f} MB) in {time.monotonic() - started:.0f} s. "
           f"Parity: {parity.summary()}.")
 
