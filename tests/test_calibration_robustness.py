@@ -124,3 +124,28 @@ def test_every_test_logs_calibration_and_corruption_all_keeps_the_clean_figures(
                for k, v in line.items() if k.startswith("corruption/")}
     assert summary["corruption/mean_acc"] == pytest.approx(sum(float(r["acc"]) for r in rows) / 50)
     assert summary["corruption/worst_acc"] == pytest.approx(min(float(r["acc"]) for r in rows))
+
+
+@pytest.mark.slow
+def test_the_robustness_command_tests_every_run_once_and_reports_over_seeds(mnist_dir: Path, tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture) -> None:
+    from mnist_cifar.experiments.__main__ import main as experiments_main
+
+    experiment = tmp_path / "tiny.yaml"
+    experiment.write_text("description: one LeNet\nconfig: configs/lenet_mnist.yaml\n"
+                          "args: {trainer.max_epochs: 1, data.init_args.val_size: 50, data.init_args.batch_size: 64, "
+                          "trainer.enable_progress_bar: false}\nvariants:\n  relu: {}\n")
+    root = tmp_path / "logs"
+    common = ["--root", str(root), "--seeds", "2", "--data_dir", str(mnist_dir)]
+    experiments_main(["run", str(experiment), *common])
+    experiments_main(["robustness", str(experiment), *common])
+    out = capsys.readouterr().out
+    assert out.count("on every corruption") == 2
+    report = (root / "experiments" / "tiny" / "robustness.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| relu |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1] == "2" and "±" in cells[2] and "±" in cells[3] and cells[4].split(" (")[0] in available(1)
+    rows = list(csv.DictReader((root / "experiments" / "tiny" / "corruptions.csv").open()))
+    assert len(rows) == 100 and {r["seed"] for r in rows} == {"42", "43"}
+    experiments_main(["robustness", str(experiment), *common])  # done already: nothing is tested again
+    assert "on every corruption" not in capsys.readouterr().out
