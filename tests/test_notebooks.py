@@ -169,7 +169,7 @@ def test_results_notebook_shows_the_newest_run_with_a_checkpoint(
     assert "| lenet_cifar | 1 |" in text  # the experiment report's table
     assert "test[0]: true   airplane, predicted" in text
     assert "Confusion matrix of epoch" in text and "60 CIFAR-10 test images, accuracy" in text
-    assert images == 4  # curves, report plot, predictions, confusion matrix
+    assert images == 5  # curves, report plot, the report's curves across seeds, predictions, confusion matrix
 
 
 def test_results_notebook_without_runs_says_what_to_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -68,6 +68,8 @@ def read_idx(path: Path) -> Tensor:
     data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or not 1 <= data[3] <= 4:
         raise ValueError(f"its header {data[:4].hex() or 'is empty'} is not that of an IDX file of unsigned bytes")
+    if len(data) < 4 + 4 * data[3]:
+        raise ValueError(f"its header ends after {len(data)} bytes, before the {data[3]} sizes it announces")
     sizes = struct.unpack(f">{data[3]}I", data[4 : 4 + 4 * data[3]])
     start, count = 4 + 4 * data[3], math.prod(sizes)
     if len(data) - start != count:

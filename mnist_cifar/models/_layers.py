@@ -23,6 +23,14 @@ def flat_features(features: nn.Module, input_shape: tuple[int, int, int]) -> int
     return features(torch.zeros(1, *input_shape)).flatten(1).shape[1]
 
 
+def require_side(model: str, input_shape: tuple[int, int, int], smallest: int, book: int) -> None:
+    """Refuse, naming the fix, an input too small for a network built for ImageNet-sized images."""
+    if min(input_shape[1:]) < smallest:
+        raise ValueError(f"{model} takes images of at least {smallest} pixels a side (its strided convolutions and "
+                         f"pools would shrink {input_shape[1]}x{input_shape[2]} to nothing); d2l trains it at {book}: "
+                         f"give --data.resize {book}.")
+
+
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> nn.Sequential:
     """A padded conv (no bias: BatchNorm has one) -> BatchNorm -> ReLU, the unit of VGG-BN and the improved CNN."""
     return nn.Sequential(

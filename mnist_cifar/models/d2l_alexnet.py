@@ -5,9 +5,11 @@ layers, for one input channel and ten classes. `SmallAlexNet` (alexnet.py) is it
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor, nn
 
-from mnist_cifar.models._layers import flat_features
+from mnist_cifar.models._layers import flat_features, require_side
 
 
 class D2LAlexNet(nn.Module):
@@ -20,9 +22,12 @@ class D2LAlexNet(nn.Module):
         dropout: the dropout probability after each of them (0.5).
     """
 
+    smallest_side: ClassVar[int] = 65  # pixels a side its convolutions and pools need
+
     def __init__(self, input_shape: tuple[int, int, int] = (1, 224, 224), num_classes: int = 10, hidden: int = 4096,
                  dropout: float = 0.5) -> None:
         super().__init__()
+        require_side("D2LAlexNet", input_shape, self.smallest_side, 224)
         self.features = nn.Sequential(
             nn.Conv2d(input_shape[0], 96, kernel_size=11, stride=4, padding=1), nn.ReLU(), nn.MaxPool2d(3, stride=2),
             nn.Conv2d(96, 256, kernel_size=5, padding=2), nn.ReLU(), nn.MaxPool2d(3, stride=2),

@@ -5,7 +5,11 @@ them, dropout before the last, and global average pooling instead of dense layer
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor, nn
+
+from mnist_cifar.models._layers import require_side
 
 
 def nin_block(in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int) -> nn.Sequential:
@@ -25,9 +29,12 @@ class D2LNiN(nn.Module):
         dropout: the dropout probability before the last block (0.5).
     """
 
+    smallest_side: ClassVar[int] = 67  # pixels a side its convolutions and pools need
+
     def __init__(self, input_shape: tuple[int, int, int] = (1, 224, 224), num_classes: int = 10,
                  dropout: float = 0.5) -> None:
         super().__init__()
+        require_side("D2LNiN", input_shape, self.smallest_side, 224)
         self.network = nn.Sequential(
             nin_block(input_shape[0], 96, kernel_size=11, stride=4, padding=0), nn.MaxPool2d(3, stride=2),
             nin_block(96, 256, kernel_size=5, stride=1, padding=2), nn.MaxPool2d(3, stride=2),

@@ -6,7 +6,11 @@ their bias, as d2l's do. `CifarResNet` (resnet.py) is the 3x3-stem CIFAR form.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor, nn
+
+from mnist_cifar.models._layers import require_side
 
 
 class Residual(nn.Module):
@@ -35,8 +39,11 @@ class D2LResNet18(nn.Module):
         num_classes: the number of logits, linked from the data set.
     """
 
+    smallest_side: ClassVar[int] = 8  # pixels a side its convolutions and pools need
+
     def __init__(self, input_shape: tuple[int, int, int] = (1, 96, 96), num_classes: int = 10) -> None:
         super().__init__()
+        require_side("D2LResNet18", input_shape, self.smallest_side, 96)
         layers: list[nn.Module] = [
             nn.Conv2d(input_shape[0], 64, kernel_size=7, stride=2, padding=3), nn.BatchNorm2d(64), nn.ReLU(),
             nn.MaxPool2d(kernel_size=3, stride=2, padding=1),

@@ -6,9 +6,11 @@ d2l trains a narrow one on Fashion-MNIST at 224x224, every block's channels divi
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor, nn
 
-from mnist_cifar.models._layers import flat_features
+from mnist_cifar.models._layers import flat_features, require_side
 
 VGG11_BLOCKS = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
 
@@ -24,9 +26,12 @@ class D2LVGG(nn.Module):
         dropout: the dropout probability after each of them (0.5).
     """
 
+    smallest_side: ClassVar[int] = 32  # pixels a side its convolutions and pools need
+
     def __init__(self, input_shape: tuple[int, int, int] = (1, 224, 224), num_classes: int = 10,
                  width_divisor: int = 4, hidden: int = 4096, dropout: float = 0.5) -> None:
         super().__init__()
+        require_side("D2LVGG", input_shape, self.smallest_side, 224)
         layers: list[nn.Module] = []
         channels = input_shape[0]
         for convs, width in VGG11_BLOCKS:

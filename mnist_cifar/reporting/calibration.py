@@ -28,9 +28,11 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics.classification import MulticlassCalibrationError
 
+from mnist_cifar.errors import UserFacingError
 from mnist_cifar.reporting.callbacks import render, write_image
 from mnist_cifar.runs.folder import RunFolder, run_dir
 
@@ -129,12 +131,14 @@ class Calibration(L.Callback):
         pl_module.log_dict(figures)  # identical on every rank: already summed over them
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.diagram or self.raw is None or self.raw.count == 0 or not trainer.is_global_zero:
+        if not self.diagram or self.raw is None:
+            return
+        folder = Path(run_dir(trainer))  # a collective under DDP: every rank asks
+        if self.raw.count == 0 or not trainer.is_global_zero:
             return
         image = reliability_diagram(self.raw.bins.cpu().numpy(), None if self.calibrated is None else
                                     self.calibrated.bins.cpu().numpy(), self.temperature)
         write_image(trainer, "test/reliability_diagram", image, trainer.global_step)
-        folder = Path(run_dir(trainer))
         if folder.is_dir():
             from PIL import Image
 
@@ -156,13 +160,19 @@ class Calibration(L.Callback):
         if data is None or not getattr(data.hparams, "val_size", 0):
             return None
         if data.val_set is None:
-            data.setup("validate")  # a `test --ckpt_path` run: the same seeded split the run was validated on
+            try:
+                data.setup("validate")  # a `test --ckpt_path` run: the same seeded split the run was validated on
+            except UserFacingError as error:
+                rank_zero_warn(f"No temperature scaling in this test: the validation split to fit it on cannot be "
+                               f"built ({error})")
+                return None
         images, labels = data.val_set.images, data.val_set.labels  # the whole split on every rank: one T for all
         size = data.hparams.eval_batch_size or data.hparams.batch_size
         logits = []
         with torch.no_grad(), trainer.precision_plugin.forward_context():
             for start in range(0, len(labels), size):
                 batch = data.preprocess(images[start : start + size].to(pl_module.device))
+                batch = trainer.precision_plugin.convert_input(batch)  # as `test` gets it (64-true, bf16-true)
                 logits.append(pl_module.evaluation_logits(batch).float().cpu())
         return fit_temperature(torch.cat(logits), labels)
 
