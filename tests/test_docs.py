@@ -39,3 +39,40 @@ def test_the_recipe_table_is_the_configs_own() -> None:
     marker = "<!-- recipes: python -m mnist_cifar.reporting.recipes -->\n"
     start = readme.index(marker) + len(marker)
     assert readme[start:readme.index("\n<!-- end recipes -->")] == table()
+
+
+def _mean_std_cell(values: list[float]) -> str:
+    import statistics
+
+    return f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.stdev(values):.2f} %"
+
+
+def test_the_d2l_table_beside_the_book_is_the_runs_own() -> None:
+    """Our cells of docs/results/d2l/README.md's table are recomputed from the committed per-run CSVs (best-on-
+    validation checkpoint: results.csv; last epoch, the book's protocol: last_epoch.csv), and every row the book
+    printed a figure for gives the difference from it."""
+    import csv
+
+    folder = ROOT / "docs" / "results" / "d2l"
+    best = list(csv.DictReader((folder / "results.csv").open()))
+    last = list(csv.DictReader((folder / "last_epoch.csv").open()))
+    rows = [line for line in (folder / "README.md").read_text().splitlines() if line.startswith("| §")]
+    trained = 0
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        variant = cells[1].split("`")[1]
+        ours = [float(r["test_acc"]) for r in best if r["variant"] == variant]
+        if not ours:
+            assert cells[3] == "not trained (a GPU job)", row
+            continue
+        trained += 1
+        assert cells[3] == _mean_std_cell(ours), row
+        assert cells[4] == _mean_std_cell([float(r["test_acc"]) for r in last if r["variant"] == variant]), row
+        if cells[2][0].isdigit():  # the book printed a test accuracy: the difference is given
+            book = float(cells[2].split(" %")[0])
+            mean_last = 100 * sum(float(r["test_acc"]) for r in last if r["variant"] == variant) / 3
+            assert cells[5] == f"{mean_last - book:+.2f}", row
+    assert trained == 6 and len(rows) == 10
+    readme = (ROOT / "README.md").read_text()  # the front page's copy of our column
+    for variant in ("softmax", "mlp", "dropout", "lenet", "lenet_bn"):
+        assert f"| {_mean_std_cell([float(r['test_acc']) for r in best if r['variant'] == variant])} |" in readme
