@@ -102,6 +102,7 @@ def test_a_corrupted_test_split_is_cached_and_rebuilt_when_damaged(mnist_dir: Pa
     assert torch.equal(damaged.test_set.images, first)
 
 
+@pytest.mark.slow
 def test_every_test_logs_calibration_and_corruption_all_keeps_the_clean_figures(mnist_dir: Path) -> None:
     fitted = cli("fit", "--config", LENET, "--data.data_dir", str(mnist_dir), *TINY, "--trainer.max_epochs", "2")
     run = Path(fitted.trainer.log_dir)

@@ -103,6 +103,7 @@ def rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
+@pytest.mark.slow  # 16 s: ONNX's exporter; the .pt2 test below keeps export in the default tier
 def test_export_a_checkpoint_then_predict_with_the_file(mnist_dir: Path, tmp_path: Path) -> None:
     config = str(ROOT / "configs" / "lenet_mnist.yaml")
     fitted = cli("fit", "--config", config, "--data.data_dir", str(mnist_dir), "--data.val_size", "50",
