@@ -125,6 +125,7 @@ def test_every_test_logs_calibration_and_corruption_all_keeps_the_clean_figures(
                for k, v in line.items() if k.startswith("corruption/")}
     assert summary["corruption/mean_acc"] == pytest.approx(sum(float(r["acc"]) for r in rows) / 50)
     assert summary["corruption/worst_acc"] == pytest.approx(min(float(r["acc"]) for r in rows))
+    assert (folder / "corruption_examples.png").stat().st_size > 10_000  # 10 corruptions x (clean + 5 severities)
 
 
 @pytest.mark.slow

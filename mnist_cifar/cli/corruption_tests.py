@@ -5,7 +5,8 @@ Each (corruption, severity) is one more `trainer.test` in the same process, with
 test's folder (one row each, calibration figures included) and, as scalars, to the loggers: `corruption/<name>/acc`
 at step = severity (TensorBoard draws accuracy against severity per corruption), `corruption/mean_acc` (the mean
 over all of them, CIFAR-10-C's headline figure), `corruption/worst_acc` and, with temperature scaling,
-`corruption/mean_ece` and `corruption/mean_ece_calibrated`.
+`corruption/mean_ece` and `corruption/mean_ece_calibrated`. A figure shows one test image under every corruption
+and severity (`corruption_examples.png` in the folder, and TensorBoard's images).
 """
 
 from __future__ import annotations
@@ -15,8 +16,13 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
+import torch
 from lightning import LightningDataModule, LightningModule, Trainer
+from PIL import Image
 
+from mnist_cifar.data import corruptions
+from mnist_cifar.reporting.callbacks import image_grid, write_image
 from mnist_cifar.runs.folder import RunFolder, run_dir
 
 FIGURES = ("acc", "loss", "ece", "nll", "brier", "ece_calibrated", "nll_calibrated", "brier_calibrated")
@@ -48,6 +54,9 @@ def test_every_corruption(trainer: Trainer, model: LightningModule, data: Lightn
     if not trainer.is_global_zero:
         return None
     folder = RunFolder.at(Path(run_dir(trainer)))
+    examples = examples_figure(data)
+    write_image(trainer, "test/corruption_examples", examples, 0)
+    Image.fromarray(examples).save(folder.corruption_examples)
     with open(folder.corruptions, "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=["corruption", "severity", *FIGURES], restval="")
         writer.writeheader()
@@ -57,6 +66,16 @@ def test_every_corruption(trainer: Trainer, model: LightningModule, data: Lightn
           f"{worst['acc']:.4f} ({worst['corruption']} at severity {worst['severity']}); {folder.corruptions}",
           file=sys.stderr)
     return folder.corruptions
+
+
+def examples_figure(data: LightningDataModule, index: int = 0) -> np.ndarray:
+    """Test image `index` clean and under every corruption at severities 1-5: a row per corruption."""
+    image = data.stored_split("test")[0][index : index + 1]
+    tiles, titles = [], []
+    for name in corruptions.available(image.shape[1]):
+        tiles += [image] + [corruptions.corrupt(image, name, severity) for severity in corruptions.SEVERITIES]
+        titles += [name] + [f"severity {severity}" for severity in corruptions.SEVERITIES]
+    return image_grid(torch.cat(tiles), titles, columns=1 + len(corruptions.SEVERITIES))
 
 
 def summarize(rows: list[dict]) -> dict[str, float]:

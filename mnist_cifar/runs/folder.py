@@ -128,6 +128,10 @@ class RunFolder:
     def corruptions(self) -> Path:
         return self.path / "corruptions.csv"
 
+    @property
+    def corruption_examples(self) -> Path:
+        return self.path / "corruption_examples.png"
+
 
 def run_dir(trainer: Trainer) -> str:
     """The run's folder: the first logger's `log_dir`, else the Trainer's `default_root_dir`.
