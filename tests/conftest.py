@@ -37,6 +37,15 @@ def cli(*args: str):  # noqa: ANN201 (an ExperimentCLI; imported late so collect
     return run(list(args), default_config=DEFAULT_CONFIG)
 
 
+def data_dir_for(config: Path, mnist_dir: Path, cifar_dir: Path, fashion_dir: Path) -> Path:
+    """The tiny data set a shipped config's data module reads."""
+    import yaml
+
+    data_class = yaml.safe_load(config.read_text())["data"]["class_path"]
+    folders = {"FashionMNISTDataModule": fashion_dir, "MNISTDataModule": mnist_dir, "CIFAR10DataModule": cifar_dir}
+    return folders[data_class.rsplit(".", 1)[-1]]
+
+
 def tiny_fit(config: str | Path, data_dir: Path, epochs: int = 1, *extra: str):  # noqa: ANN201
     """`fit` of a shipped config on tiny data for `epochs` epochs, in this process."""
     return cli("fit", "--config", str(config), "--data.data_dir", str(data_dir), *TINY, "--trainer.max_epochs",

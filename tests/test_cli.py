@@ -9,19 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import DEFAULT_CONFIG, ROOT, TINY, cli
+from conftest import DEFAULT_CONFIG, ROOT, TINY, cli, data_dir_for
 
 from mnist_cifar.data import CIFAR10DataModule, MNISTDataModule
 from mnist_cifar.training.classifier import ImageClassifier
 
 CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if p.name != "default.yaml")
 
-
-
-def data_dir_for(config: Path, mnist_dir: Path, cifar_dir: Path, fashion_dir: Path) -> Path:
-    data_class = yaml.safe_load(config.read_text())["data"]["class_path"]
-    folders = {"FashionMNISTDataModule": fashion_dir, "MNISTDataModule": mnist_dir, "CIFAR10DataModule": cifar_dir}
-    return folders[data_class.rsplit(".", 1)[-1]]
 
 
 def test_configs_exist() -> None:

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from conftest import DEFAULT_CONFIG, ROOT, cli
+from conftest import DEFAULT_CONFIG, ROOT, cli, data_dir_for
 
 from mnist_cifar.cli.main import build
 from mnist_cifar.export import write as export
@@ -29,11 +28,11 @@ DATA_VARIANTS = {"lenet_cifar-grayscale": ("lenet_cifar", ["--data.grayscale", "
 CASES = {p.stem: (p.stem, []) for p in CONFIGS} | DATA_VARIANTS
 
 
-def loaded_from_config(stem: str, extra: list[str], mnist_dir: Path, cifar_dir: Path) -> export.Loaded:
+def loaded_from_config(stem: str, extra: list[str], mnist_dir: Path, cifar_dir: Path,
+                       fashion_dir: Path | None = None) -> export.Loaded:
     """A config's network at its initial weights, as `export.load` rebuilds a checkpoint's (tiny data sets)."""
     config = ROOT / "configs" / f"{stem}.yaml"
-    mnist = yaml.safe_load(config.read_text())["data"]["class_path"].endswith("MNISTDataModule")
-    data_dir = mnist_dir if mnist else cifar_dir
+    data_dir = data_dir_for(config, mnist_dir, cifar_dir, fashion_dir or mnist_dir)
     cli = build(["--config", str(config), "--data.data_dir", str(data_dir), "--trainer.logger", "false", *extra],
                 DEFAULT_CONFIG)
     return export.Loaded(cli.model.eval(), cli.datamodule, "0" * 64)
@@ -45,8 +44,8 @@ DEFAULT_TIER_CASES = {"lenet_mnist", "lenet_cifar-tta"}  # the rest run with the
 @pytest.mark.parametrize("case", [pytest.param(c, marks=() if c in DEFAULT_TIER_CASES else pytest.mark.slow)
                                   for c in sorted(CASES)])
 def test_every_shipped_network_exports_to_onnx_with_its_preprocessing(case: str, mnist_dir: Path, cifar_dir: Path,
-                                                                        tmp_path: Path) -> None:
-    loaded = loaded_from_config(*CASES[case], mnist_dir, cifar_dir)
+                                                                        fashion_dir: Path, tmp_path: Path) -> None:
+    loaded = loaded_from_config(*CASES[case], mnist_dir, cifar_dir, fashion_dir)
     target = tmp_path / "model.onnx"
     parity = export.write(loaded, "onnx", target)
     assert parity.batch_sizes == (1, 60) and parity.images == 60  # one image, then the 60-image split as one batch
