@@ -69,7 +69,7 @@ def test_kill_9_mid_epoch_and_mid_save_then_resume_is_bit_identical(cifar_dir: P
     resumed_at = global_step(last)  # then a second kill, the moment a save has its temporary file open
     second = subprocess.Popen(fit_command(cifar_dir, "cut", *steps, "--ckpt_path", "last"), cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    kill_when(second, lambda: any(last.parent.glob(".last.ckpt.*.tmp")) and global_step(last) > resumed_at)
+    kill_when(second, lambda: any(last.parent.glob(".last.partial-*")) and global_step(last) > resumed_at)
     assert second.returncode == -signal.SIGKILL
     checkpoint = torch.load(last, weights_only=True)  # the previous last.ckpt, whole and verified
     assert checkpoint[HASH_KEY] == content_hash(checkpoint) and global_step(last) < total
