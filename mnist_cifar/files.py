@@ -9,11 +9,12 @@ unchanged. Temporary files left by a process that was killed are removed by the 
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 PARTIAL = ".partial-"
@@ -35,6 +36,18 @@ def atomic_write(target: str | os.PathLike, write: Callable[[Path], None]) -> No
         for leftover in target.parent.glob(f"{temporary.name}*"):  # the temporary file, and a writer's side files
             leftover.unlink(missing_ok=True)
     _fsync_folder(target.parent)
+
+
+def atomic_write_table(target: str | os.PathLike, rows: Iterable[Mapping[str, object]], fields: Sequence[str]) -> None:
+    """`rows` as a CSV file with the header `fields` (a missing value: an empty cell)."""
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list(fields), restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(target, write)
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes | memoryview) -> None:

@@ -11,7 +11,6 @@ and severity (`corruption_examples.png` in the folder, and TensorBoard's images)
 
 from __future__ import annotations
 
-import csv
 import math
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from lightning import LightningDataModule, LightningModule, Trainer
 from PIL import Image
 
 from mnist_cifar.data import corruptions
+from mnist_cifar.files import atomic_write_table
 from mnist_cifar.reporting.callbacks import image_grid, write_image
 from mnist_cifar.runs.folder import RunFolder, run_dir
 
@@ -57,10 +57,7 @@ def test_every_corruption(trainer: Trainer, model: LightningModule, data: Lightn
     examples = examples_figure(data)
     write_image(trainer, "test/corruption_examples", examples, 0)
     Image.fromarray(examples).save(folder.corruption_examples)
-    with open(folder.corruptions, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=["corruption", "severity", *FIGURES], restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic_write_table(folder.corruptions, rows, ["corruption", "severity", *FIGURES])
     worst = min(rows, key=lambda r: r["acc"])
     print(f"{len(rows)} corrupted test sets: mean accuracy {summary['corruption/mean_acc']:.4f}, worst "
           f"{worst['acc']:.4f} ({worst['corruption']} at severity {worst['severity']}); {folder.corruptions}",

@@ -152,6 +152,8 @@ class ImageDataModule(L.LightningDataModule):
         self.val_set: TensorPairDataset | None = None
         self.test_set: TensorPairDataset | None = None
         self.predict_set: TensorPairDataset | None = None
+        self._clean_test: Split | None = None  # the test split as read, kept for its corrupted copies
+        self._clean_test_key: str | None = None  # its SHA-256 (prefix), which names those copies in the cache
         self.predict_sources: list[str] = []  # what each predicted image is: a file, or test[i]
         self.predict_has_labels = False
         self.unreadable: list[tuple[str, str]] = []  # predict_path files that are not images, and why
@@ -253,7 +255,9 @@ class ImageDataModule(L.LightningDataModule):
             self._setup_user_images(Path(self.hparams.predict_path).expanduser())
             return
         if stage in (None, "test", "predict") and self.test_set is None:
-            images, labels = self._load("test")
+            if self._clean_test is None:  # read once, however many corrupted copies are made from it
+                self._clean_test = self._load("test")
+            images, labels = self._clean_test
             if self.active_corruption is not None:
                 images = self._corrupted(images, labels, *self.active_corruption)
             self.test_set = TensorPairDataset(images, labels)
@@ -278,8 +282,9 @@ class ImageDataModule(L.LightningDataModule):
     def _corrupted(self, images: Tensor, labels: Tensor, name: str, severity: int) -> Tensor:
         """The corrupted copy, from the cache when a whole one is there (checked by its SHA-256 like the decoded
         images), else made and cached: keyed by the clean split's own digest, so another copy never matches."""
-        key = tensor_digest(images, labels)[:16]
-        cache = self.cache_dir / "corruptions" / f"{self.name}-{key}-{name}-{severity}.pt"
+        if self._clean_test_key is None:
+            self._clean_test_key = tensor_digest(images, labels)[:16]
+        cache = self.cache_dir / "corruptions" / f"{self.name}-{self._clean_test_key}-{name}-{severity}.pt"
         if cache.is_file():
             cached = read_cache(cache, len(labels), tuple(images.shape[1:]))
             if cached is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mnist_cifar.experiments.definition import Experiment
 from mnist_cifar.experiments.logs import read_scalars
+from mnist_cifar.files import atomic_write_table
 from mnist_cifar.runs.folder import process_seconds
 
 
@@ -36,8 +37,10 @@ def _values(scalars: dict, tag: str) -> list[float]:
     return [value for _, value in sorted(scalars.get(tag, []))]
 
 
-def read_run(folder: Path, variant: str, target: float | None = None) -> RunResult | None:
-    scalars = read_scalars(folder)
+def read_run(folder: Path, variant: str, target: float | None = None,
+             scalars: dict[str, list[tuple[int, float]]] | None = None) -> RunResult | None:
+    """A finished run's figures (`scalars`: its metrics, when already read); None when it was not tested."""
+    scalars = read_scalars(folder) if scalars is None else scalars
     if "test/acc" not in scalars:
         return None
     val = _values(scalars, "val/acc")
@@ -65,14 +68,24 @@ def _time_to_target(val: list[float], epoch_seconds: list[float], target: float 
     return {"epochs_to_target": reached, "seconds_to_target": sum(epoch_seconds[:reached])}
 
 
-def collect(experiment: Experiment, root: Path) -> list[RunResult]:
-    results = []
+Scalars = dict[str, list[tuple[int, float]]]
+
+
+def finished_runs(experiment: Experiment, root: Path) -> list[tuple[str, Path, Scalars]]:
+    """(variant, folder, metrics) of every run whose logs hold `test/acc`, each folder read once."""
+    runs = []
     for variant in experiment.variants:
         for folder in sorted((root / "experiments" / experiment.name / variant.name).glob("seed*")):
-            result = read_run(folder, variant.name, experiment.target)
-            if result is not None:
-                results.append(result)
-    return results
+            scalars = read_scalars(folder)
+            if "test/acc" in scalars:
+                runs.append((variant.name, folder, scalars))
+    return runs
+
+
+def collect(experiment: Experiment, root: Path,
+            runs: list[tuple[str, Path, Scalars]] | None = None) -> list[RunResult]:
+    runs = finished_runs(experiment, root) if runs is None else runs
+    return [read_run(folder, variant, experiment.target, scalars) for variant, folder, scalars in runs]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -131,20 +144,16 @@ CURVES = {"train/loss": "train loss", "val/loss": "validation loss", "val/acc": 
 CURVE_FIELDS = ["variant", "seed", "epoch", *CURVES]
 
 
-def curve_rows(experiment: Experiment, root: Path) -> list[dict[str, object]]:
+def curve_rows(experiment: Experiment, root: Path,
+               runs: list[tuple[str, Path, Scalars]] | None = None) -> list[dict[str, object]]:
     """One row per variant, seed and epoch with the epoch's train loss, val loss and val acc (`curves.csv`), from the
     finished runs' folders; an epoch a metric was not logged for (no validation split) is left empty."""
     rows: list[dict[str, object]] = []
-    for variant in experiment.variants:
-        for folder in sorted((root / "experiments" / experiment.name / variant.name).glob("seed*")):
-            scalars = read_scalars(folder)
-            if "test/acc" not in scalars:
-                continue
-            series = {tag: _values(scalars, tag) for tag in CURVES}
-            for epoch in range(1, max(map(len, series.values())) + 1):
-                values = {tag: (s[epoch - 1] if epoch <= len(s) else "") for tag, s in series.items()}
-                rows.append({"variant": variant.name, "seed": int(folder.name.removeprefix("seed")), "epoch": epoch,
-                             **values})
+    for variant, folder, scalars in finished_runs(experiment, root) if runs is None else runs:
+        series = {tag: _values(scalars, tag) for tag in CURVES}
+        for epoch in range(1, max(map(len, series.values())) + 1):
+            values = {tag: (s[epoch - 1] if epoch <= len(s) else "") for tag, s in series.items()}
+            rows.append({"variant": variant, "seed": int(folder.name.removeprefix("seed")), "epoch": epoch, **values})
     return rows
 
 
@@ -227,21 +236,15 @@ def plot(experiment: Experiment, results: list[RunResult], path: Path) -> None:
 
 def write_report(experiment: Experiment, root: Path, out_dir: Path) -> Path | None:
     """Write results.csv, results.md and <name>.png into out_dir; None when no run has finished yet."""
-    results = collect(experiment, root)
-    if not results:
+    runs = finished_runs(experiment, root)
+    if not runs:
         return None
+    results, rows = collect(experiment, root, runs), curve_rows(experiment, root, runs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "results.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(asdict(results[0])))
-        writer.writeheader()
-        writer.writerows(asdict(r) for r in results)
+    atomic_write_table(out_dir / "results.csv", (asdict(r) for r in results), list(asdict(results[0])))
+    atomic_write_table(out_dir / "curves.csv", rows, CURVE_FIELDS)
     table = markdown_table(experiment, results)
     figure = f"![{experiment.name}]({experiment.name}.png)"
-    rows = curve_rows(experiment, root)
-    with open(out_dir / "curves.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=CURVE_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
     curves = (f"\n\nLearning curves, mean ± std over seeds (per-epoch values in `curves.csv`):\n\n"
               f"![{experiment.name} learning curves]({experiment.name}_curves.png)")
     (out_dir / "results.md").write_text(f"## {experiment.name}\n\n{experiment.description}\n\n{table}\n\n{figure}"

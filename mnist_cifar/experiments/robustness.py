@@ -13,7 +13,6 @@ accuracy over severities, averaged over seeds), and the clean test's ECE before 
 from __future__ import annotations
 
 import csv
-import json
 import statistics
 import subprocess
 from dataclasses import asdict, dataclass
@@ -21,8 +20,9 @@ from pathlib import Path
 
 from mnist_cifar.experiments.definition import Experiment
 from mnist_cifar.experiments.launch import FIT
-from mnist_cifar.experiments.logs import is_complete
+from mnist_cifar.experiments.logs import is_complete, read_scalars
 from mnist_cifar.experiments.runner import run_dir, seeds
+from mnist_cifar.files import atomic_write_table
 from mnist_cifar.runs.folder import CHECKPOINTS, RunFolder
 
 
@@ -91,10 +91,8 @@ def read_results(experiment: Experiment, root: Path) -> tuple[list[Robustness], 
 
 
 def _clean_figures(folder: Path) -> dict[str, float]:
-    figures: dict[str, float] = {}
-    for line in RunFolder.at(folder).metrics.read_text().splitlines():
-        figures |= {k: v for k, v in json.loads(line).items() if k.startswith("test/") and isinstance(v, float)}
-    return figures
+    """The clean test's figures as the test logged them last."""
+    return {tag: values[-1][1] for tag, values in read_scalars(folder).items() if tag.startswith("test/")}
 
 
 def _cell(values: list[float], scale: float = 100, digits: int = 2) -> str:
@@ -166,14 +164,9 @@ def write_robustness_report(experiment: Experiment, root: Path, out_dir: Path) -
     if not results:
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "robustness.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(asdict(results[0])))
-        writer.writeheader()
-        writer.writerows(asdict(r) for r in results)
-    with open(out_dir / "corruptions.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=["variant", "seed", *(k for k in rows[0] if k not in ("variant", "seed"))])
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic_write_table(out_dir / "robustness.csv", (asdict(r) for r in results), list(asdict(results[0])))
+    atomic_write_table(out_dir / "corruptions.csv", rows,
+                       ["variant", "seed", *(k for k in rows[0] if k not in ("variant", "seed"))])
     plot(experiment, rows, out_dir / f"{experiment.name}_robustness.png")
     text = (f"## {experiment.name}: calibration and robustness\n\n{markdown(experiment, results, rows)}\n\n"
             f"![accuracy under corruption]({experiment.name}_robustness.png)\n")

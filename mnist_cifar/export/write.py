@@ -267,19 +267,13 @@ def export(ckpt_path: str, fmt: str = "onnx", output: str | None = None, batch_s
 
 def validation_temperature(loaded: Loaded) -> float:
     """The temperature `test` fits for these weights: on the run's seeded validation split."""
-    from mnist_cifar.reporting.calibration import fit_temperature
+    from mnist_cifar.reporting.calibration import validation_temperature as fitted
 
-    data = loaded.data
-    if not data.hparams.val_size:
+    if not loaded.data.hparams.val_size:
         raise ExportError("--calibrate fits its temperature on the validation split, and this run has none "
                           "(data.val_size 0). Export without --calibrate, or give --data.val_size.")
-    data.prepare_data()
-    data.setup("validate")
-    images, labels = data.val_set.images, data.val_set.labels
-    with torch.no_grad():
-        logits = torch.cat([loaded.model.evaluation_logits(data.preprocess(images[i : i + 512]))
-                            for i in range(0, len(labels), 512)])
-    return fit_temperature(logits, labels)
+    loaded.data.prepare_data()
+    return fitted(loaded.model, loaded.data)
 
 
 def write(loaded: Loaded, fmt: str, target: Path, batch_size: int = 256, source: str = "the model") -> Parity:

@@ -23,6 +23,15 @@ def flat_features(features: nn.Module, input_shape: tuple[int, int, int]) -> int
     return features(torch.zeros(1, *input_shape)).flatten(1).shape[1]
 
 
+def dropout_head(in_features: int, hidden: int, num_classes: int, dropout: float) -> nn.Sequential:
+    """AlexNet's and VGG's classifier: two `hidden`-unit dense layers with ReLU and dropout, then the logits."""
+    return nn.Sequential(
+        nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(hidden, num_classes),
+    )  # fmt: skip
+
+
 def require_side(model: str, input_shape: tuple[int, int, int], smallest: int, book: int) -> None:
     """Refuse, naming the fix, an input too small for a network built for ImageNet-sized images."""
     if min(input_shape[1:]) < smallest:

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from mnist_cifar.models._layers import flat_features, require_side
+from mnist_cifar.models._layers import dropout_head, flat_features, require_side
 
 
 class D2LAlexNet(nn.Module):
@@ -36,11 +36,7 @@ class D2LAlexNet(nn.Module):
             nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(3, stride=2),
             nn.Flatten(),
         )  # fmt: skip
-        self.classifier = nn.Sequential(
-            nn.Linear(flat_features(self.features, input_shape), hidden), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden, num_classes),
-        )  # fmt: skip
+        self.classifier = dropout_head(flat_features(self.features, input_shape), hidden, num_classes, dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))

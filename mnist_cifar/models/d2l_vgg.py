@@ -10,7 +10,7 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from mnist_cifar.models._layers import flat_features, require_side
+from mnist_cifar.models._layers import dropout_head, flat_features, require_side
 
 VGG11_BLOCKS = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
 
@@ -40,11 +40,7 @@ class D2LVGG(nn.Module):
                 channels = width // width_divisor
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers, nn.Flatten())
-        self.classifier = nn.Sequential(
-            nn.Linear(flat_features(self.features, input_shape), hidden), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden, num_classes),
-        )  # fmt: skip
+        self.classifier = dropout_head(flat_features(self.features, input_shape), hidden, num_classes, dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))

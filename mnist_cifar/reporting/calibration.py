@@ -88,6 +88,22 @@ def fit_temperature(logits: Tensor, labels: Tensor, steps: int = 100) -> float:
         return float(log_t.exp())
 
 
+def validation_temperature(model: Any, data: Any, convert: Any = None) -> float:  # noqa: ANN401
+    """T for `model`'s weights (an ImageClassifier), fitted on `data`'s validation split (set up here if it is not),
+    on the logits `test` computes; `convert`: the precision plugin's input conversion. The whole split is used on
+    every rank, so every rank gets the same T."""
+    if data.val_set is None:
+        data.setup("validate")
+    images, labels = data.val_set.images, data.val_set.labels
+    size = data.hparams.eval_batch_size or data.hparams.batch_size
+    logits = []
+    with torch.no_grad():
+        for start in range(0, len(labels), size):
+            batch = data.preprocess(images[start : start + size].to(model.device))
+            logits.append(model.evaluation_logits(batch if convert is None else convert(batch)).float().cpu())
+    return fit_temperature(torch.cat(logits), labels)
+
+
 class Calibration(L.Callback):
     """Calibration figures in every test, with and without a temperature fitted on the validation split.
 
@@ -166,15 +182,8 @@ class Calibration(L.Callback):
                 rank_zero_warn(f"No temperature scaling in this test: the validation split to fit it on cannot be "
                                f"built ({error})")
                 return None
-        images, labels = data.val_set.images, data.val_set.labels  # the whole split on every rank: one T for all
-        size = data.hparams.eval_batch_size or data.hparams.batch_size
-        logits = []
-        with torch.no_grad(), trainer.precision_plugin.forward_context():
-            for start in range(0, len(labels), size):
-                batch = data.preprocess(images[start : start + size].to(pl_module.device))
-                batch = trainer.precision_plugin.convert_input(batch)  # as `test` gets it (64-true, bf16-true)
-                logits.append(pl_module.evaluation_logits(batch).float().cpu())
-        return fit_temperature(torch.cat(logits), labels)
+        with trainer.precision_plugin.forward_context():  # inputs as `test` gets them (64-true, bf16-true)
+            return validation_temperature(pl_module, data, trainer.precision_plugin.convert_input)
 
 
 def reliability_diagram(raw: np.ndarray, calibrated: np.ndarray | None, temperature: float | None) -> np.ndarray:
