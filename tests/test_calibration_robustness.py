@@ -151,3 +151,15 @@ def test_the_robustness_command_tests_every_run_once_and_reports_over_seeds(mnis
     assert len(rows) == 100 and {r["seed"] for r in rows} == {"42", "43"}
     experiments_main(["robustness", str(experiment), *common])  # done already: nothing is tested again
     assert "on every corruption" not in capsys.readouterr().out
+
+
+def test_a_checkpoint_does_not_choose_the_corruption_it_is_tested_on(mnist_dir: Path) -> None:
+    """A run fitted with --data.corruption (its after-fit test corrupted) saves that setting in its checkpoint;
+    `test --ckpt_path` still tests the clean split unless the user types a corruption."""
+    fitted = cli("fit", "--config", LENET, "--data.data_dir", str(mnist_dir), *TINY, "--trainer.max_epochs", "1",
+                 "--data.corruption", "contrast", "--data.severity", "5")
+    best = fitted.trainer.checkpoint_callback.best_model_path
+    assert torch.load(best, weights_only=True)["datamodule_hyper_parameters"]["corruption"] == "contrast"
+    tested = cli("test", "--ckpt_path", best, "--data.data_dir", str(mnist_dir))
+    assert tested.datamodule.active_corruption is None
+    assert torch.equal(tested.datamodule.test_set.images, tested.datamodule.stored_split("test")[0])

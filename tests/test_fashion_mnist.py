@@ -77,8 +77,9 @@ def test_normalize_false_gives_pixels_in_zero_one_and_resize_sizes_the_network(f
     assert seen.min().item() == pytest.approx(0.0) and seen.max().item() == pytest.approx(1.0)
     standardized = FashionMNISTDataModule(data_dir=str(fashion_dir)).preprocess(raw)
     assert standardized.min().item() == pytest.approx(-0.2860 / 0.3530, abs=1e-4)
-    with pytest.raises(ConfigError, match="data.resize must be a side in pixels"):
-        FashionMNISTDataModule(resize=0)
+    for side in (0, 1025):
+        with pytest.raises(ConfigError, match="data.resize must be a side in pixels from 1 to 1024"):
+            FashionMNISTDataModule(resize=side)
 
 
 def test_class_names_reach_the_metrics_and_the_predictions(fashion_dir: Path, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from mnist_cifar.internals import batches_done_in_epoch, shift_batches_done
 
 DATA_ENV = "MNIST_CIFAR_DATA"
 CACHE_ENV = "MNIST_CIFAR_CACHE"
+MAX_RESIZE = 1024  # a side in pixels: a bigger one (typed, or in a checkpoint) would only exhaust memory
 
 
 def run_seed() -> int:
@@ -140,9 +141,9 @@ class ImageDataModule(L.LightningDataModule):
                               f"{'saturate needs RGB images; ' if corruption == 'saturate' else ''}see "
                               f"mnist_cifar/data/corruptions.py for what each does and which are not implemented.)")
         self.active_corruption: tuple[str, int] | None = (corruption, severity) if corruption not in (None, "all") else None
-        if resize is not None and resize < 1:
-            raise ConfigError(f"data.resize must be a side in pixels of at least 1 (or null for the stored size), got "
-                              f"{resize}.")
+        if resize is not None and not 1 <= resize <= MAX_RESIZE:
+            raise ConfigError(f"data.resize must be a side in pixels from 1 to {MAX_RESIZE} (or null for the stored "
+                              f"size; d2l's largest is 224), got {resize}.")
         self.data_dir = Path(data_dir or os.environ.get(DATA_ENV) or "data").expanduser()
         self.cache_dir = Path(cache_dir or os.environ.get(CACHE_ENV) or "~/.cache/mnist_cifar").expanduser()
         pixels = self.image_shape[1] * self.image_shape[2]

@@ -47,7 +47,8 @@ INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"  # what LightningCLI s
 # Taken from the user or the defaults, never from the file: where data is read or written, whether to download,
 # and the resources a run uses.
 USER_ONLY_DATA_KEYS = ("data_dir", "cache_dir", "download", "predict_path", "batch_size", "eval_batch_size",
-                       "num_workers", "on_device")
+                       "num_workers", "on_device",
+                       "corruption", "severity")  # what to evaluate on is the user's choice, never the file's
 USER_ONLY_MODEL_KEYS = ("compile", "compile_backend")
 LINKED_NET_KEYS = ("input_shape", "num_classes")  # the CLI links these from the data set into the network
 
