@@ -5,7 +5,7 @@
 #   .whl/  jsonargparse, docstring_parser and typeshed_client wheels (the GPU image lacks jsonargparse)
 #   .gpu/  cifar10-jpeg.tar.gz, mnist/*.gz (the four IDX files, gzipped to fit the 64 MiB transfer limit),
 #          ab/airbench/ (the airbench 0.1.8 sdist's package folder, pure Python)
-# Usage: bash benchmarks/gpu_checks.sh [STEP ...]   steps: speedrun_mnist speedrun_cifar airbench overhead
+# Usage: bash benchmarks/gpu_checks.sh [STEP ...]   steps: profile speedrun_mnist speedrun_cifar airbench overhead
 #        vgg16 resnet18 throughput zoo (default: all but zoo, in that order). Results land in $OUT (default ./gpu_out).
 set -u
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
@@ -29,6 +29,12 @@ sweep() { runner "$@" --root $R; pack; }  # sweep SECONDS EXPERIMENT ARGS...: on
 run_step() {
   echo "=== $1 $(date +%T)"
   case $1 in
+    profile)  # where a step's time goes (issue 30 item 1): step times by CUDA events, then torch.profiler
+      for c in "speedrun_cifar" "resnet18_cifar --trainer.precision bf16-mixed"; do
+        set -- $c; config=$1; shift
+        timeout 120 python3 benchmarks/step_profile.py --out "$OUT/profile" --steps 60 --skip 30 -- \
+          --config configs/$config.yaml --data.data_dir $D --data.on_device true "$@" 2>&1 | grep -v -i warn | tail -34
+      done ;;
     speedrun_mnist) sweep 120 speedrun_mnist --seeds 5 ;;
     speedrun_cifar) sweep 200 speedrun_cifar --only as_shipped all_50k --seeds 5 ;;
     airbench) (mkdir -p /tmp/ab && cd /tmp/ab && timeout 100 python3 "$OLDPWD/benchmarks/airbench_side_by_side.py" --data_dir $D --runs 5 2>&1 | tail -3) ;;
@@ -49,7 +55,7 @@ run_step() {
           --trainer.logger.init_args.name ${c}_$p --test_after_fit false $X > /dev/null 2>&1; done; done; pack ;;
   esac
 }
-for step in "${@:-speedrun_mnist speedrun_cifar airbench overhead vgg16 resnet18 throughput}"; do
+for step in "${@:-profile speedrun_mnist speedrun_cifar airbench overhead vgg16 resnet18 throughput}"; do
   for s in $step; do run_step "$s"; done
 done
 echo "=== done $(date +%T)"

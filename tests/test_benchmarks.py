@@ -50,3 +50,20 @@ def test_export_speed_compares_the_files_with_the_checkpoint(tmp_path: Path) -> 
     assert [r["setting"] for r in rows] == [f"lenet_mnist: {name}, batch 256" for name in
                                             ("checkpoint (eager torch)", "ONNX in onnxruntime", "torch.export program")]
     assert rows[0]["vs_checkpoint"] == "1.0" and all(float(r["vs_checkpoint"]) > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_step_profile_times_the_steps_and_splits_them_by_lightning_range(tmp_path: Path) -> None:
+    write_mnist(tmp_path / "data", n_train=400, n_test=20)
+    out = tmp_path / "profile"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "step_profile.py"), "--out", str(out), "--steps", "8", "--skip", "3",
+         "--", "--config", str(ROOT / "configs" / "lenet_mnist.yaml"), "--data.data_dir", str(tmp_path / "data"),
+         "--data.val_size", "50", "--data.batch_size", "16", "--num_threads", "1"],
+        check=True, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    (row,) = csv.DictReader((out / "step_profile.csv").open())
+    assert row["config"] == "lenet_mnist" and row["steps"] == "8" and float(row["step_ms_median"]) > 0
+    assert "lenet_mnist on cpu: 8 steps" in result.stdout
+    assert "[Strategy]SingleDeviceStrategy.backward" in result.stdout
+    assert "ImageClassifier.optimizer_step" in result.stdout
+    assert list(out.glob("*.pt.trace.json")), "the chrome trace"

@@ -7,11 +7,13 @@ flip draw from the RNG every step) and a shuffled sampler, so resuming has to re
 from __future__ import annotations
 
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,6 +22,7 @@ from conftest import DEFAULT_CONFIG, ROOT
 from mnist_cifar.cli.main import run
 from mnist_cifar.experiments.logs import read_scalars
 from mnist_cifar.runs.checkpoint_io import HASH_KEY, content_hash, non_finite_weights
+from mnist_cifar.runs.resume import NonFiniteLoss, StopOnNonFiniteLoss
 
 LENET = str(ROOT / "configs" / "lenet_cifar.yaml")
 
@@ -139,3 +142,59 @@ def test_a_diverging_run_stops_at_the_first_nan_and_saves_no_nan(mnist_dir: Path
     assert "epoch" in err and "step" in err and "gradient_clip_val" in err
     saved = list(tmp_path.rglob("*.ckpt"))
     assert all(not non_finite_weights(torch.load(path, weights_only=True)) for path in saved)
+
+
+def test_a_deferred_nan_check_stops_within_its_interval_and_saves_no_nan(mnist_dir: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    """The GPU's way (an on-device verdict read every N batches), forced on the CPU: the run stops within N batches
+    of the first non-finite loss, and no checkpoint, even one written every step, holds weights from after it."""
+    with pytest.raises(SystemExit) as exit_info:
+        run(["fit", "--config", str(ROOT / "configs" / "lenet_mnist.yaml"), "--data.data_dir", str(mnist_dir),
+             "--data.val_size", "50", "--data.batch_size", "32", "--trainer.max_epochs", "3",
+             "--model.optimizer", "torch.optim.SGD", "--model.optimizer.init_args.lr", "1e6", "--model.scheduler", "null",
+             "--last_checkpoint.every_n_train_steps", "1", "--nonfinite_loss.check_every_n_batches", "4"],
+            default_config=DEFAULT_CONFIG)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    match = re.search(r"loss became (nan|inf|-inf) at step (\d+), found at step (\d+)", err)
+    assert match, err[-2000:]
+    first, found = int(match[2]), int(match[3])
+    assert first < found <= first + 4
+    assert "read every 4 batches" in err and "--nonfinite_loss.check_every_n_batches" in err
+    saved = list(tmp_path.rglob("*.ckpt"))
+    assert saved, "a checkpoint every step until the stop"
+    assert all(not non_finite_weights(torch.load(path, weights_only=True)) for path in saved)
+    assert max(global_step(path) for path in saved) <= first
+
+
+def test_the_deferred_nan_check_reads_nothing_on_the_host_between_its_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Folding a loss into the verdict makes no host read (`item`, `float`, `bool`): none of the syncs a GPU pays."""
+    stop = StopOnNonFiniteLoss(check_every_n_batches=3)
+    trainer = SimpleNamespace(global_step=0, optimizers=[], current_epoch=0)
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("a host read of a tensor")
+
+    losses = [torch.tensor(1.0), torch.tensor(float("nan")), torch.tensor(2.0)]
+    with monkeypatch.context() as patch:
+        for name in ("item", "__float__", "__bool__", "tolist"):
+            patch.setattr(torch.Tensor, name, refuse)
+        for step, loss in enumerate(losses):
+            trainer.global_step = step
+            stop.on_before_backward(trainer, None, loss)
+    with pytest.raises(NonFiniteLoss, match="became nan at step 1, found at step 2"):
+        stop.check(trainer)
+
+
+@pytest.mark.parametrize(("knob", "value", "says"), [
+    ("nonfinite_loss.check_every_n_batches", "0", "must be a positive number of batches"),
+    ("nonfinite_loss.check_every_n_batches", "-3", "must be a positive number of batches"),
+    ("last_checkpoint.every_n_train_steps", "-1", "must be 0 (off) or positive"),
+])
+def test_a_checking_interval_out_of_range_is_refused_by_name(knob: str, value: str, says: str,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run(["fit", "--config", str(ROOT / "configs" / "lenet_mnist.yaml"), f"--{knob}", value,
+             "--trainer.fast_dev_run", "true"], default_config=DEFAULT_CONFIG)
+    assert exit_info.value.code == 2
+    assert f"{knob} {says}" in capsys.readouterr().err

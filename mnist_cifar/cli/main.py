@@ -38,7 +38,7 @@ from mnist_cifar.runs.checkpoints import check_checkpoint, find_last, with_check
 from mnist_cifar.runs.folder import RunFolder, add_process_seconds, run_dir
 from mnist_cifar.runs.lock import hold, release
 from mnist_cifar.runs.provenance import provenance
-from mnist_cifar.runs.resume import LatestCheckpoint, StopOnSignal, die_with_the_launcher
+from mnist_cifar.runs.resume import LatestCheckpoint, StopOnNonFiniteLoss, StopOnSignal, die_with_the_launcher
 from mnist_cifar.runs.yaml_bounds import bound_jsonargparse, check_config_files, load_file
 from mnist_cifar.training.classifier import ImageClassifier, refuse_torch_one_cycle
 
@@ -129,6 +129,7 @@ class ExperimentCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
         parser.add_lightning_class_args(LatestCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(StopOnNonFiniteLoss, "nonfinite_loss")
         parser.add_argument(
             "--num_threads",
             type=int | None,

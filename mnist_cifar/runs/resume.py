@@ -8,7 +8,8 @@
   dropout draw from them.
 - `StopOnSignal`: SIGTERM (what a cluster or Colab sends before killing) or Ctrl-C saves `last.ckpt` at the end
   of the current step and stops with `RunStopped`, which `main.py` turns into one line and a non-zero exit.
-- `StopOnNonFiniteLoss`: a NaN or infinite loss stops the run before its backward pass changes any weight.
+- `StopOnNonFiniteLoss`: a NaN or infinite loss stops the run (on the CPU before its backward pass changes any
+  weight; on a GPU within 100 batches, read without a per-step sync), and no checkpoint holds what came after it.
 
 The sampler position lives in the DataModule's `state_dict` (batches done in the interrupted epoch), and the
 run's folder is reused by the CLI (`fit --ckpt_path last`). Bit-identical holds on the same torch version,
@@ -30,7 +31,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
-from mnist_cifar.errors import Interrupted, WorkFailed
+from mnist_cifar.errors import ConfigError, Interrupted, WorkFailed
 from mnist_cifar.internals import batch_index
 from mnist_cifar.runs.folder import CHECKPOINTS, RunFolder, run_dir
 from mnist_cifar.runs.parent_death import die_with_parent
@@ -48,7 +49,7 @@ class LatestCheckpoint(ModelCheckpoint):
 
     def __init__(self, every_n_train_steps: int = 0) -> None:
         if every_n_train_steps < 0:
-            raise ValueError(f"every_n_train_steps must be 0 (off) or positive, got {every_n_train_steps}.")
+            raise ConfigError(f"last_checkpoint.every_n_train_steps must be 0 (off) or positive, got {every_n_train_steps}.")
         super().__init__(filename=LAST, monitor=None, save_top_k=1, enable_version_counter=False)
         self.step_interval = every_n_train_steps
 
@@ -195,18 +196,88 @@ class NonFiniteLoss(WorkFailed):
 
 
 class StopOnNonFiniteLoss(L.Callback):
-    """Stop at the first non-finite training loss, before `backward` can spread it into the weights."""
+    """Stop at the first non-finite training loss; no checkpoint ever holds what came after it.
+
+    Read on the host at every step, the loss would make the CPU wait for each step to finish before it queues the
+    next one: on a GPU that host-device sync is a large share of a small network's step. So there are two ways:
+    - every step (`check_every_n_batches` 1, the default on the CPU, where reading a float costs nothing): the run
+      stops before the loss's backward pass, so no weight changes after it;
+    - deferred (N > 1, the default on an accelerator: 100): each step folds `isfinite(loss)` and its step number
+      into two tensors on the loss's device (no sync), read on the host every N training batches, at each epoch
+      end and before every checkpoint is written. The run stops within N batches of the first non-finite loss,
+      and since the check runs before a checkpoint's contents are gathered, no checkpoint holds weights
+      from after it.
+
+    Args:
+        check_every_n_batches: read the verdict every this many training batches (optimizer steps, without
+            gradient accumulation); `None` (default) means 1 on the CPU and 100 on an accelerator.
+    """
+
+    ACCELERATOR_INTERVAL = 100
+
+    def __init__(self, check_every_n_batches: int | None = None) -> None:
+        if check_every_n_batches is not None and check_every_n_batches < 1:
+            raise ConfigError(f"nonfinite_loss.check_every_n_batches must be a positive number of batches or null (1 on the CPU, "
+                             f"{self.ACCELERATOR_INTERVAL} on an accelerator), got {check_every_n_batches}.")
+        self.check_every_n_batches = check_every_n_batches
+        self._first_bad: tuple[Tensor, Tensor] | None = None  # (step, loss) of the first non-finite loss; step -1: none
+        self._folded = self._checked = 0  # batches folded into `_first_bad`, and how many of them were read
+
+    def interval(self, device: torch.device) -> int:
+        if self.check_every_n_batches is not None:
+            return self.check_every_n_batches
+        return 1 if device.type == "cpu" else self.ACCELERATOR_INTERVAL
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._first_bad, self._folded, self._checked = None, 0, 0
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
-        if math.isfinite(float(loss.detach())):  # a Python float: a tenth of the cost of a tensor check on the CPU
+        loss = loss.detach()
+        if self.interval(loss.device) == 1:
+            if not math.isfinite(float(loss)):  # a Python float: a tenth of the cost of a tensor check on the CPU
+                self._stop(trainer, float(loss), trainer.global_step)
             return
+        if self._first_bad is None:
+            self._first_bad = (torch.full((), -1, dtype=torch.long, device=loss.device),
+                               torch.zeros((), dtype=loss.dtype, device=loss.device))
+        step, value = self._first_bad
+        first = torch.logical_and(step < 0, torch.logical_not(torch.isfinite(loss)))  # all on the device
+        step.copy_(torch.where(first, trainer.global_step, step))
+        value.copy_(torch.where(first, loss, value))
+        self._folded += 1
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self._first_bad is not None and self._folded - self._checked >= self.interval(self._first_bad[0].device):
+            self.check(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self.check(trainer)  # Lightning calls this while it gathers the checkpoint, before anything is written
+
+    def check(self, trainer: L.Trainer) -> None:
+        """One host read of the deferred verdict (a sync), when batches were folded into it since the last read."""
+        if self._first_bad is None or self._checked == self._folded:
+            return
+        self._checked = self._folded
+        step, value = (float(tensor) for tensor in self._first_bad)
+        if step >= 0:
+            self._stop(trainer, value, int(step), checked_at=trainer.global_step)
+
+    def _stop(self, trainer: L.Trainer, loss: float, step: int, checked_at: int | None = None) -> None:
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        where = (f"at epoch {trainer.current_epoch}, step {step} (batch {batch_index(trainer) + 1} of the epoch), so "
+                 f"training stopped before it reached the weights" if checked_at is None else
+                 f"at step {step}, found at step {checked_at} (epoch {trainer.current_epoch}; the loss is read every "
+                 f"{self.interval(self._first_bad[0].device)} batches on this device, --nonfinite_loss."
+                 f"check_every_n_batches), so training stopped there")
         raise NonFiniteLoss(
-            f"The training loss became {loss.item()} at epoch {trainer.current_epoch}, step {trainer.global_step} "
-            f"(batch {batch_index(trainer) + 1} of the epoch), so training stopped before it reached "
-            f"the weights; no checkpoint was written for this step. The learning rate was {lr:g}: lower it "
-            f"(--model.optimizer.init_args.lr), or clip gradients (--trainer.gradient_clip_val 1.0), then start "
-            f"again or resume from the last good checkpoint (--ckpt_path last)."
+            f"The training loss became {loss} {where}; no checkpoint was written from that step on. The learning "
+            f"rate was {lr:g}: lower it (--model.optimizer.init_args.lr), or clip gradients "
+            f"(--trainer.gradient_clip_val 1.0), then start again or resume from the last good checkpoint "
+            f"(--ckpt_path last)."
         )
 
 
