@@ -36,7 +36,7 @@ run_step() {
           --config configs/$config.yaml --data.data_dir $D --data.on_device true "$@" 2>&1 | grep -v -i warn | tail -34
       done ;;
     speedrun_mnist) sweep 120 speedrun_mnist --seeds 5 ;;
-    speedrun_cifar) sweep 200 speedrun_cifar --only as_shipped all_50k --seeds 5 ;;
+    speedrun_cifar) sweep 240 speedrun_cifar --only as_shipped all_50k fused --seeds 5 ;;
     airbench) (mkdir -p /tmp/ab && cd /tmp/ab && timeout 100 python3 "$OLDPWD/benchmarks/airbench_side_by_side.py" --data_dir $D --runs 5 2>&1 | tail -3) ;;
     overhead) timeout 240 python3 benchmarks/trainer_overhead.py --data_dir $D --repeats 3 --csv "$OUT/overhead.csv" 2>&1 | grep -A8 "best of" ;;
     vgg16) sweep 420 architectures --only vgg16_cifar --seeds 3 --data.on_device=true --trainer.precision=bf16-mixed ;;

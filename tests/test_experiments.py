@@ -40,6 +40,12 @@ def test_every_variant_of_every_experiment_builds(name: str) -> None:
                 assert cli.datamodule.hparams[key.rpartition(".")[2]] == value, (variant.name, key)
 
 
+def test_the_fused_speedrun_variant_builds_a_fused_optimizer() -> None:
+    variants = {v.name: v for v in definition.load("speedrun_cifar").variants}
+    models = [build(variants[name].cli_args(), default_config=DEFAULT_CONFIG).model for name in ("as_shipped", "fused")]
+    assert [model.optimizer(model.parameters()).defaults["fused"] for model in models] == [None, True]
+
+
 def test_overrides_change_what_runs() -> None:
     variants = {v.name: v for v in definition.load("permuted_mnist").variants}
     fc = build(variants["fc_permuted"].cli_args(), default_config=DEFAULT_CONFIG)
