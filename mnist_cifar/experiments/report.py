@@ -31,6 +31,11 @@ class RunResult:
     train_images_per_s: float
     epochs_to_target: int = 0  # the first epoch whose val acc reached the experiment's target (0: never)
     seconds_to_target: float = float("nan")  # training seconds up to the end of that epoch
+    test_ece: float = float("nan")  # calibration of the tested checkpoint (nan: a run from before calibration)
+    test_nll: float = float("nan")
+    test_brier: float = float("nan")
+    test_ece_calibrated: float = float("nan")  # after temperature scaling fitted on the validation split
+    temperature: float = float("nan")
 
 
 def _values(scalars: dict, tag: str) -> list[float]:
@@ -58,7 +63,12 @@ def read_run(folder: Path, variant: str, target: float | None = None,
         process_seconds=process_seconds(folder),
         train_images_per_s=statistics.fmean(speed) if speed else float("nan"),
         **_time_to_target(val, _values(scalars, "run/epoch_train_seconds"), target),
+        **{field: (_values(scalars, tag) or [float("nan")])[-1] for field, tag in CALIBRATION_TAGS.items()},
     )
+
+
+CALIBRATION_TAGS = {"test_ece": "test/ece", "test_nll": "test/nll", "test_brier": "test/brier",
+                    "test_ece_calibrated": "test/ece_calibrated", "temperature": "test/temperature"}
 
 
 def _time_to_target(val: list[float], epoch_seconds: list[float], target: float | None) -> dict:
@@ -98,6 +108,10 @@ def markdown_table(experiment: Experiment, results: list[RunResult]) -> str:
         "| wall time (whole process) | train images/s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    calibrated = any(r.test_ece == r.test_ece for r in results)  # not nan: runs since the Calibration callback
+    if calibrated:
+        lines[0] += " test ECE → with T |"
+        lines[1] += "---|"
     if experiment.target is not None:
         lines[0] += f" val ≥ {100 * experiment.target:g} %: epochs, training s |"
         lines[1] += "---|"
@@ -113,9 +127,20 @@ def markdown_table(experiment: Experiment, results: list[RunResult]) -> str:
             f"| {_validation_cells(runs)} | {runs[0].parameters:,} "
             f"| {statistics.fmean(r.process_seconds for r in runs):.0f} s "
             f"| {statistics.fmean(r.train_images_per_s for r in runs):,.0f} |"
+            + (_calibration_cell(runs) if calibrated else "")
             + (_target_cell(runs) if experiment.target is not None else "")
         )
     return "\n".join(lines)
+
+
+def _calibration_cell(runs: list[RunResult]) -> str:
+    """Mean test ECE (15 bins) of the tested checkpoints, and after temperature scaling when it was fitted."""
+    ece = [r.test_ece for r in runs if r.test_ece == r.test_ece]
+    if not ece:
+        return " — |"
+    calibrated = [r.test_ece_calibrated for r in runs if r.test_ece_calibrated == r.test_ece_calibrated]
+    after = f" → {100 * statistics.fmean(calibrated):.2f} %" if calibrated else ""
+    return f" {100 * statistics.fmean(ece):.2f} %{after} |"
 
 
 def _without_validation(runs: list[RunResult]) -> bool:
