@@ -19,8 +19,8 @@ from conftest import DEFAULT_CONFIG, ROOT
 from mnist_cifar.cli.main import build
 from mnist_cifar.errors import ConfigError
 from mnist_cifar.experiments import definition
-from mnist_cifar.experiments.logs import read_scalars
 from mnist_cifar.experiments.__main__ import main as experiments_main
+from mnist_cifar.experiments.logs import read_scalars
 
 SWEEPS = [name for name in definition.available() if name != "architectures"]  # those are the shipped configs
 
