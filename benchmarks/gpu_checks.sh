@@ -6,7 +6,7 @@
 #   .gpu/  cifar10-jpeg.tar.gz, mnist/*.gz (the four IDX files, gzipped to fit the 64 MiB transfer limit),
 #          ab/airbench/ (the airbench 0.1.8 sdist's package folder, pure Python)
 # Usage: bash benchmarks/gpu_checks.sh [STEP ...]   steps: profile speedrun_mnist speedrun_cifar airbench overhead
-#        vgg16 resnet18 throughput zoo (default: all but zoo, in that order). Results land in $OUT (default ./gpu_out).
+#        vgg16 resnet18 throughput graphs zoo (default: all but graphs and zoo, in that order). Results land in $OUT (default ./gpu_out).
 set -u
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 D=/tmp/data R=/tmp/runs
@@ -37,6 +37,7 @@ run_step() {
       done ;;
     speedrun_mnist) sweep 120 speedrun_mnist --seeds 5 ;;
     speedrun_cifar) sweep 240 speedrun_cifar --only as_shipped all_50k fused --seeds 5 ;;
+    graphs) sweep 300 speedrun_cifar --only compiled compiled_graphs --seeds 3 ;;  # torch.compile vs + CUDA graphs
     airbench) (mkdir -p /tmp/ab && cd /tmp/ab && timeout 100 python3 "$OLDPWD/benchmarks/airbench_side_by_side.py" --data_dir $D --runs 5 2>&1 | tail -3) ;;
     overhead) timeout 240 python3 benchmarks/trainer_overhead.py --data_dir $D --repeats 3 --csv "$OUT/overhead.csv" 2>&1 | grep -A8 "best of" ;;
     vgg16) sweep 420 architectures --only vgg16_cifar --seeds 3 --data.on_device=true --trainer.precision=bf16-mixed ;;

@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import DEFAULT_CONFIG, ROOT, assert_one_process_test_figures, write_mnist
 
-from mnist_cifar.cli.main import run
+from mnist_cifar.cli.main import build, run
 from mnist_cifar.experiments.logs import read_scalars
 
 LENET = str(ROOT / "configs" / "lenet_mnist.yaml")
@@ -128,6 +128,23 @@ def test_device_resident_batches_train_exactly_like_the_dataloader(cifar_dir: Pa
     assert type(on_device.trainer.train_dataloader).__name__ == "DeviceBatches"
     for name, tensor in loader.model.state_dict().items():  # same shuffles, crops, flips: the same weights
         assert torch.equal(tensor, on_device.model.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune"])
+def test_the_compile_mode_reaches_torch_compile(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda net, **options: calls.append(options) or net)
+    built = build(["--config", LENET, "--model.compile", "true", "--model.compile_mode", mode],
+                  default_config=DEFAULT_CONFIG)
+    built.model.configure_model()
+    assert calls == [{"backend": "inductor", "mode": mode}]
+
+
+def test_a_compile_mode_without_compile_is_refused(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run(["fit", "--config", LENET, "--model.compile_mode", "reduce-overhead"], default_config=DEFAULT_CONFIG)
+    assert exit_info.value.code == 2
+    assert "--model.compile_mode reduce-overhead takes effect only with --model.compile true" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -298,12 +298,12 @@ def test_resources_in_a_checkpoint_are_the_users(trained: tuple[Path, Path], tmp
     def edit(checkpoint: dict) -> None:
         checkpoint["datamodule_hyper_parameters"].update(num_workers=8, batch_size=10**9, eval_batch_size=10**9,
                                                          on_device=True)
-        checkpoint["hyper_parameters"].update(compile=True, compile_backend="eager")
+        checkpoint["hyper_parameters"].update(compile=True, compile_backend="eager", compile_mode="max-autotune")
     crafted = craft(last, tmp_path / "resources.ckpt", edit)
     tested = cli("test", "--ckpt_path", str(crafted), "--data.data_dir", str(data))
     hparams = tested.datamodule.hparams
     assert (hparams.num_workers, hparams.batch_size, hparams.eval_batch_size, hparams.on_device) == (0, 64, None, False)
-    assert tested.model.hparams.compile is False
+    assert tested.model.hparams.compile is False and tested.model.hparams.compile_mode == "default"
     typed = cli("test", "--ckpt_path", str(crafted), "--data.data_dir", str(data), "--data.eval_batch_size", "16")
     assert typed.datamodule.hparams.eval_batch_size == 16  # the user's own value is used
 

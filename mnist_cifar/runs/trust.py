@@ -49,7 +49,7 @@ INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"  # what LightningCLI s
 USER_ONLY_DATA_KEYS = ("data_dir", "cache_dir", "download", "predict_path", "batch_size", "eval_batch_size",
                        "num_workers", "on_device",
                        "corruption", "severity")  # what to evaluate on is the user's choice, never the file's
-USER_ONLY_MODEL_KEYS = ("compile", "compile_backend")
+USER_ONLY_MODEL_KEYS = ("compile", "compile_backend", "compile_mode")
 LINKED_NET_KEYS = ("input_shape", "num_classes")  # the CLI links these from the data set into the network
 
 

@@ -107,6 +107,9 @@ class ImageClassifier(L.LightningModule):
         num_classes: number of classes, linked from the data set by `main.py`.
         input_shape: one image's shape, linked from the data set; gives the model summary its layer output sizes.
         compile: run the network through `torch.compile` (with `compile_backend`); worth it on a GPU.
+        compile_mode: `torch.compile`'s mode, with `compile` only: "reduce-overhead" replays the compiled network as
+            CUDA graphs (one launch for all its kernels: what pays on a GPU bound by kernel launches, at a fixed
+            batch shape), "max-autotune" also tunes its kernels (a longer compile).
         channels_last: NHWC memory layout for network and inputs (faster convolutions with bf16/fp16 on GPUs).
         test_time_augmentation: test and predict on the mean logits of each image, its mirror and one-pixel shifts
             (airbench's flip + translate; for CIFAR-like photos, not for digits). Validation stays plain.
@@ -131,11 +134,15 @@ class ImageClassifier(L.LightningModule):
         input_shape: tuple[int, int, int] | None = None,
         compile: bool = False,
         compile_backend: str = "inductor",
+        compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default",
         channels_last: bool = False,
         test_time_augmentation: bool = False,
         weight_init: str = "default",
     ) -> None:
         super().__init__()
+        if compile_mode != "default" and not compile:
+            raise ConfigError(f"--model.compile_mode {compile_mode} takes effect only with --model.compile true; set "
+                              f"both, or leave compile_mode at default.")
         self.save_hyperparameters()
         net.apply(weight_initializer(weight_init))  # before anything else draws: a seed gives the same weights
         for name in LIVE_OBJECT_ARGS:  # see the module docstring: checkpoints hold plain config only
@@ -167,7 +174,9 @@ class ImageClassifier(L.LightningModule):
         if self.hparams.get("channels_last") and self._compiled is None:
             self.net.to(memory_format=torch.channels_last)
         if self.hparams.get("compile") and self._compiled is None:
-            object.__setattr__(self, "_compiled", torch.compile(self.net, backend=self.hparams.compile_backend))
+            mode = self.hparams.get("compile_mode", "default")
+            object.__setattr__(self, "_compiled", torch.compile(self.net, backend=self.hparams.compile_backend,
+                                                                mode=None if mode == "default" else mode))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse, in one paragraph, a checkpoint that is damaged or was made by another network."""
