@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import DEFAULT_CONFIG, ROOT
 
-from mnist_cifar.cli.main import run
+from mnist_cifar.cli.main import build, run
 from mnist_cifar.data import augment
 from mnist_cifar.models import AirbenchNet
 from mnist_cifar.training.classifier import ImageClassifier
@@ -39,6 +39,23 @@ def test_whitening_happens_once_and_travels_with_the_weights() -> None:
     reloaded.load_state_dict(net.state_dict())
     reloaded(torch.randn(16, 3, 8, 8))
     assert torch.equal(reloaded.whiten.weight, weights) and bool(reloaded.whitened)
+
+
+def test_after_its_first_batch_the_network_never_reads_its_whitening_flag_on_the_host(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`if not self.whitened` on a tensor is a host-device sync at every step on a GPU: read once, then remembered;
+    a loaded state dict is read again (here one saved before whitening: the network whitens on its next batch)."""
+    net = AirbenchNet((3, 8, 8), 10, widths=(4, 4, 4)).train()
+    unwhitened = {name: tensor.clone() for name, tensor in net.state_dict().items()}
+    net(torch.randn(16, 3, 8, 8))
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.Tensor, "__bool__", lambda self: pytest.fail("a host read of a tensor's truth"))
+        for _ in range(3):
+            net(torch.randn(16, 3, 8, 8))
+    net.load_state_dict(unwhitened)
+    assert not net.whitened_on_host and not bool(net.whitened)
+    net(torch.randn(16, 3, 8, 8))
+    assert bool(net.whitened) and net.whitened_on_host
 
 
 def test_convolutions_start_as_identity_maps() -> None:
@@ -84,6 +101,45 @@ def test_speedrun_cifar_learns_on_the_cpu_as_shipped(cifar_dir: Path) -> None:
     assert result.model.net.whitened
     assert result.trainer.checkpoint_callback.best_model_score > 0.5  # validation; chance is 0.1
     assert result.trainer.callback_metrics["test/acc"] > 0.5  # the best checkpoint, with test-time augmentation
+
+
+HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
+
+
+def test_the_speedrun_training_path_reads_no_tensor_on_the_host_between_steps(cifar_dir: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU each host read of a tensor is a sync that stops the CPU from queueing the next step. Forced into
+    the GPU's settings (the NaN check deferred, the step loss logged rarely), `speedrun_cifar` reads no tensor from
+    one batch's start to the next's: data slicing, augmentation, whitening, forward, backward, SGD, lookahead,
+    schedule and every callback. (The epoch's ends read their sums once; they are outside the counted stretch.)"""
+    reads: list[list[str]] = []
+
+    class Stretches(L.Callback):
+        def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: object, index: int) -> None:
+            reads.append([])
+
+    def counting(name: str) -> object:
+        original = getattr(torch.Tensor, name)
+
+        def read(self: torch.Tensor, *args: object, **kwargs: object) -> object:
+            if reads:
+                reads[-1].append(name)
+            return original(self, *args, **kwargs)
+        return read
+
+    built = build(["--config", str(ROOT / "configs" / "speedrun_cifar.yaml"), "--data.data_dir", str(cifar_dir),
+                   "--data.val_size", "40", "--data.batch_size", "16", "--model.net.init_args.widths", "[16, 16, 16]",
+                   "--trainer.max_epochs", "1", "--trainer.precision", "32-true", "--trainer.enable_progress_bar",
+                   "false", "--trainer.log_every_n_steps", "1000", "--nonfinite_loss.check_every_n_batches", "1000",
+                   "--test_after_fit", "false"], default_config=DEFAULT_CONFIG)
+    built.trainer.callbacks.append(Stretches())
+    with monkeypatch.context() as patch:
+        for name in HOST_READS:
+            patch.setattr(torch.Tensor, name, counting(name))
+        built.trainer.fit(built.model, datamodule=built.datamodule)
+    assert len(reads) == built.trainer.num_training_batches >= 8
+    assert reads[0], "the first step reads (whitening's one check): the probe sees reads"
+    assert reads[2:-1] == [[]] * (len(reads) - 3), reads  # from the third batch's start to the last one's
 
 
 def test_triangular_schedule_keeps_each_groups_own_rate() -> None:

@@ -71,6 +71,10 @@ class AirbenchNet(nn.Module):
         self.whiten.weight.requires_grad_(False)
         nn.init.zeros_(self.whiten.bias)
         self.register_buffer("whitened", torch.zeros((), dtype=torch.bool))
+        # The buffer's value once read on the host: reading it at every forward would be a host-device sync per
+        # step on a GPU (and a graph break under torch.compile). Loading a state dict forgets it.
+        self.whitened_on_host = False
+        self.register_load_state_dict_post_hook(_forget_whitened)
         self.whitening_eps = whitening_eps
         groups, previous, size = [], whitened_channels, min(input_shape[1:]) - whitening_kernel + 1
         for width in widths:
@@ -108,6 +112,13 @@ class AirbenchNet(nn.Module):
         self.whitened.fill_(True)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training and not self.whitened:
-            self.init_whitening(x)
+        if self.training and not self.whitened_on_host:
+            if not self.whitened:  # read once: after this, or after a checkpoint that holds it, never again
+                self.init_whitening(x)
+            self.whitened_on_host = True
         return self.head(self.body(self.whiten(x))) * self.output_scale
+
+
+def _forget_whitened(module: AirbenchNet, incompatible_keys: object) -> None:
+    """After `load_state_dict`: the `whitened` buffer may have changed, so it is read again at the next forward."""
+    module.whitened_on_host = False
