@@ -149,8 +149,24 @@ def test_the_robustness_command_tests_every_run_once_and_reports_over_seeds(mnis
     assert cells[1] == "2" and "±" in cells[2] and "±" in cells[3] and cells[4].split(" (")[0] in available(1)
     rows = list(csv.DictReader((root / "experiments" / "tiny" / "corruptions.csv").open()))
     assert len(rows) == 100 and {r["seed"] for r in rows} == {"42", "43"}
+    assert "Accuracy per corruption" in report and "| contrast | " in report.split("Accuracy per corruption")[1]
     experiments_main(["robustness", str(experiment), *common])  # done already: nothing is tested again
     assert "on every corruption" not in capsys.readouterr().out
+
+
+def test_the_per_corruption_table_averages_severities_then_seeds() -> None:
+    from mnist_cifar.experiments.definition import Experiment, Variant
+    from mnist_cifar.experiments.robustness import per_corruption_table
+
+    experiment = Experiment(name="tiny", description="", variants=[Variant("a", ROOT / "configs" / "lenet_mnist.yaml"),
+                                                                   Variant("b", ROOT / "configs" / "lenet_mnist.yaml")])
+    accuracy = {("a", 42, "blur"): (0.9, 0.7), ("a", 43, "blur"): (0.7, 0.5), ("a", 42, "noise"): (0.5, 0.5),
+                ("a", 43, "noise"): (0.5, 0.5), ("b", 42, "blur"): (0.8, 0.8)}  # b: one seed, no noise
+    rows = [{"variant": v, "seed": seed, "corruption": c, "severity": str(severity), "acc": str(acc)}
+            for (v, seed, c), pair in accuracy.items() for severity, acc in enumerate(pair, 1)]
+    lines = per_corruption_table(experiment, rows).splitlines()
+    assert lines[0] == "| corruption | a | b |"
+    assert lines[2:] == ["| blur | 70.00 ± 14.14 % | 80.00 % |", "| noise | 50.00 ± 0.00 % | — |"]
 
 
 def test_a_checkpoint_does_not_choose_the_corruption_it_is_tested_on(mnist_dir: Path) -> None:

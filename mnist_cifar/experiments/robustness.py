@@ -22,7 +22,7 @@ from mnist_cifar.experiments.definition import Experiment
 from mnist_cifar.experiments.launch import FIT
 from mnist_cifar.experiments.logs import is_complete, read_scalars
 from mnist_cifar.experiments.runner import run_dir, seeds
-from mnist_cifar.files import atomic_write_table
+from mnist_cifar.files import atomic_write_table, atomic_write_text
 from mnist_cifar.runs.folder import CHECKPOINTS, RunFolder
 
 
@@ -128,6 +128,20 @@ def markdown(experiment: Experiment, results: list[Robustness], rows: list[dict]
     return "\n".join(lines)
 
 
+def per_corruption_table(experiment: Experiment, rows: list[dict]) -> str:
+    """Each corruption's accuracy per variant: the mean over severities of each seed, then mean ± std over seeds."""
+    variants = [v.name for v in experiment.variants if any(row["variant"] == v.name for row in rows)]
+    by_seed: dict[tuple[str, str], dict[object, list[float]]] = {}
+    for row in rows:
+        by_seed.setdefault((row["corruption"], row["variant"]), {}).setdefault(row["seed"], []).append(float(row["acc"]))
+    lines = [f"| corruption | {' | '.join(variants)} |", "|---|" + "---|" * len(variants)]
+    for corruption in dict.fromkeys(row["corruption"] for row in rows):
+        cells = [by_seed.get((corruption, variant)) for variant in variants]
+        lines.append(f"| {corruption} | " + " | ".join(
+            f"{_cell([statistics.fmean(v) for v in seeds.values()])} %" if seeds else "—" for seeds in cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(experiment: Experiment, rows: list[dict], path: Path) -> None:
     """Accuracy against severity, averaged over corruptions and seeds, per variant (± std over seeds)."""
     import matplotlib
@@ -169,6 +183,8 @@ def write_robustness_report(experiment: Experiment, root: Path, out_dir: Path) -
                        ["variant", "seed", *(k for k in rows[0] if k not in ("variant", "seed"))])
     plot(experiment, rows, out_dir / f"{experiment.name}_robustness.png")
     text = (f"## {experiment.name}: calibration and robustness\n\n{markdown(experiment, results, rows)}\n\n"
-            f"![accuracy under corruption]({experiment.name}_robustness.png)\n")
-    (out_dir / "robustness.md").write_text(text)
+            f"![accuracy under corruption]({experiment.name}_robustness.png)\n\n"
+            f"Accuracy per corruption (mean over the 5 severities, mean ± std over seeds):\n\n"
+            f"{per_corruption_table(experiment, rows)}\n")
+    atomic_write_text(out_dir / "robustness.md", text)
     return out_dir / "robustness.md"
