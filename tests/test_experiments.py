@@ -116,31 +116,24 @@ def test_sweep_runs_side_by_side_reports_and_resumes(tiny_experiment: str, mnist
     assert "relu seed 42: done before" in printed and "sigmoid seed 43: ran" in printed
 
 
-def test_report_alone_rebuilds_from_logs(tiny_experiment: str, mnist_dir: Path, tmp_path: Path) -> None:
+def test_report_alone_rebuilds_from_logs_with_each_runs_calibration(tiny_experiment: str, mnist_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    """The report is rebuilt from the logs alone, and gives each run's calibration beside its accuracy: ECE, NLL
+    and Brier of the tested checkpoint, and ECE after temperature scaling, as the run logged them."""
     root = tmp_path / "logs"
     experiments_main(["run", tiny_experiment, "--seeds", "1", "--root", str(root), "--data_dir", str(mnist_dir),
                       "--only", "relu"])
     report_dir = tmp_path / "report"
     experiments_main(["report", tiny_experiment, "--root", str(root), "--report_dir", str(report_dir)])
-    assert "| relu | 1 |" in (report_dir / "results.md").read_text()
-    assert "sigmoid" not in (report_dir / "results.md").read_text()
-
-
-def test_the_report_gives_each_runs_calibration_beside_its_accuracy(tiny_experiment: str, mnist_dir: Path,
-                                                                   tmp_path: Path) -> None:
-    """ECE, NLL and Brier of the tested checkpoint, and ECE after temperature scaling, as the run logged them."""
-    root = tmp_path / "logs"
-    experiments_main(["run", tiny_experiment, "--seeds", "1", "--root", str(root), "--data_dir", str(mnist_dir),
-                      "--only", "relu"])
-    out = root / "experiments" / "tiny"
-    (row,) = csv.DictReader((out / "results.csv").open())
-    logged = {tag: values[-1][1] for tag, values in read_scalars(out / "relu" / "seed42").items()}
+    table = (report_dir / "results.md").read_text()
+    assert "| relu | 1 |" in table and "sigmoid" not in table
+    (row,) = csv.DictReader((report_dir / "results.csv").open())
+    logged = {tag: values[-1][1] for tag, values in read_scalars(root / "experiments" / "tiny" / "relu" / "seed42").items()}
     for field, tag in (("test_ece", "test/ece"), ("test_nll", "test/nll"), ("test_brier", "test/brier"),
                        ("test_ece_calibrated", "test/ece_calibrated"), ("temperature", "test/temperature")):
         assert float(row[field]) == pytest.approx(logged[tag]), field
     assert 0 <= float(row["test_ece"]) <= 1 and float(row["temperature"]) > 0
-    table = (out / "results.md").read_text()
-    assert "| test ECE → with T |" in table.splitlines()[4]
+    assert "| test ECE → with T |" in next(line for line in table.splitlines() if line.startswith("| variant |"))
     cell = f" {100 * float(row['test_ece']):.2f} % → {100 * float(row['test_ece_calibrated']):.2f} % |"
     assert cell in next(line for line in table.splitlines() if line.startswith("| relu |"))
 
