@@ -138,6 +138,7 @@ def test_report_alone_rebuilds_from_logs_with_each_runs_calibration(tiny_experim
     assert cell in next(line for line in table.splitlines() if line.startswith("| relu |"))
 
 
+@pytest.mark.slow  # kept out of the 5-minute default tier (2026-12-06: it was at 4:27-4:52)
 def test_report_of_runs_without_a_validation_split(tiny_experiment: str, mnist_dir: Path, tmp_path: Path) -> None:
     """`--data.val_size 0` tests the last weights: the table says so instead of printing `nan %` and `0 / 0`."""
     root = tmp_path / "logs"

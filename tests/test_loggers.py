@@ -18,6 +18,7 @@ QUIET = ["--data.val_size", "50", "--data.batch_size", "32", "--trainer.enable_p
 
 
 
+@pytest.mark.slow  # kept out of the 5-minute default tier (2026-12-06: it was at 4:27-4:52)
 def test_csv_logger_fits_tests_predicts_and_resumes_in_one_run(mnist_dir: Path, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture) -> None:
     csv_logger = ["--trainer.logger", "mnist_cifar.reporting.loggers.CSVLogger",
@@ -70,6 +71,7 @@ def test_a_list_of_loggers_resumes_last_in_the_same_run(mnist_dir: Path, tmp_pat
     assert list(run_dir.glob("events.out.tfevents.*")) and (run_dir / "resume_1.yaml").is_file()
 
 
+@pytest.mark.slow  # kept out of the 5-minute default tier (2026-12-06: it was at 4:27-4:52)
 def test_mlflow_logger_keeps_one_run_folder_and_one_mlflow_run(mnist_dir: Path, tmp_path: Path) -> None:
     """MLflow's store is shared by every run; the run folder (config, checkpoints, record) is the run's own, a resume
     continues the same MLflow run (with a changed batch size: MLflow refuses to change a logged parameter), and a

@@ -172,6 +172,7 @@ def test_results_notebook_shows_the_newest_run_with_a_checkpoint(
     assert images == 5  # curves, report plot, the report's curves across seeds, predictions, confusion matrix
 
 
+@pytest.mark.slow  # kept out of the 5-minute default tier (2026-12-06: it was at 4:27-4:52)
 def test_results_notebook_without_runs_says_what_to_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         jupyter_path: Path) -> None:
     text, images = execute("03-results.ipynb", tmp_path, monkeypatch, jupyter_path,
