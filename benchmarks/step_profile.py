@@ -8,8 +8,9 @@ For one config (any `main.py fit` arguments after `--`), two short fits on the s
    ranges around every hook: `[Callback]...`, `[Strategy]...backward`, `[LightningModule]...optimizer_step`).
    It prints the Lightning ranges by host time per step (where the Python goes) and the operators by device time
    per step (where the GPU goes), and writes the chrome trace and the full table into `--out`.
-Profiling slows each step; read the split from 2 and the step time from 1. Validation, the after-fit test and
-checkpoints are switched off: this is the training step alone.
+Profiling slows each step; read the split from 2 and the step time from 1. Validation and the after-fit test are
+switched off, and the one checkpoint, at the epoch's end, lies outside the timed steps: this is the training step
+alone.
 
     python benchmarks/step_profile.py --out prof --steps 50 --skip 20 -- --config configs/speedrun_cifar.yaml \
         --data.data_dir DATA --data.on_device true
@@ -18,17 +19,16 @@ checkpoints are switched off: this is the training step alone.
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import lightning
 import lightning as L
 import torch
 from lightning.pytorch.profilers import PyTorchProfiler
+from results_csv import append_records, stamp  # benchmarks/ is on the path when a script here runs
 
 from mnist_cifar.cli.main import build
 
@@ -118,20 +118,9 @@ def main() -> None:
         for key, ms, calls in per_step_rows(profiler, active, device)[:options.rows]:
             print(f"  {ms:8.3f} ms  x{calls:<4d} {key[:100]}")
     device = torch.cuda.get_device_name() if on_gpu else f"CPU, {torch.get_num_threads()} thread(s)"
-    write_row(options.out / "step_profile.csv", {
-        "date": time.strftime("%Y-%m-%d"), "device": device, "torch": torch.__version__,
-        "lightning": lightning.__version__, "config": name, "steps": len(step_ms),
-        "step_ms_mean": round(statistics.mean(step_ms), 3), "step_ms_median": round(statistics.median(step_ms), 3),
-        "args": " ".join(options.fit_args)})
-
-
-def write_row(path: Path, row: dict[str, Any]) -> None:
-    new_file = not path.exists()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(row))
-        if new_file:
-            writer.writeheader()
-        writer.writerow(row)
+    append_records(options.out / "step_profile.csv", [{
+        **stamp(device), "config": name, "steps": len(step_ms), "step_ms_mean": round(statistics.mean(step_ms), 3),
+        "step_ms_median": round(statistics.median(step_ms), 3), "args": " ".join(options.fit_args)}])
 
 
 if __name__ == "__main__":

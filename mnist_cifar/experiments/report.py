@@ -5,6 +5,7 @@ the validation loss and the validation accuracy of every variant, overlaid (Tens
 from __future__ import annotations
 
 import csv
+import math
 import statistics
 import textwrap
 from dataclasses import asdict, dataclass
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from mnist_cifar.experiments.definition import Experiment
 from mnist_cifar.experiments.logs import read_scalars
-from mnist_cifar.files import atomic_write_table
+from mnist_cifar.files import atomic_write_table, atomic_write_text
 from mnist_cifar.runs.folder import process_seconds
 
 
@@ -38,12 +39,14 @@ class RunResult:
     temperature: float = float("nan")
 
 
+Scalars = dict[str, list[tuple[int, float]]]  # a run's logged metrics: tag -> (step, value)
+
+
 def _values(scalars: dict, tag: str) -> list[float]:
     return [value for _, value in sorted(scalars.get(tag, []))]
 
 
-def read_run(folder: Path, variant: str, target: float | None = None,
-             scalars: dict[str, list[tuple[int, float]]] | None = None) -> RunResult | None:
+def read_run(folder: Path, variant: str, target: float | None = None, scalars: Scalars | None = None) -> RunResult | None:
     """A finished run's figures (`scalars`: its metrics, when already read); None when it was not tested."""
     scalars = read_scalars(folder) if scalars is None else scalars
     if "test/acc" not in scalars:
@@ -78,9 +81,6 @@ def _time_to_target(val: list[float], epoch_seconds: list[float], target: float 
     return {"epochs_to_target": reached, "seconds_to_target": sum(epoch_seconds[:reached])}
 
 
-Scalars = dict[str, list[tuple[int, float]]]
-
-
 def finished_runs(experiment: Experiment, root: Path) -> list[tuple[str, Path, Scalars]]:
     """(variant, folder, metrics) of every run whose logs hold `test/acc`, each folder read once."""
     runs = []
@@ -108,7 +108,7 @@ def markdown_table(experiment: Experiment, results: list[RunResult]) -> str:
         "| wall time (whole process) | train images/s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    calibrated = any(r.test_ece == r.test_ece for r in results)  # not nan: runs since the Calibration callback
+    calibrated = any(not math.isnan(r.test_ece) for r in results)  # runs since the Calibration callback
     if calibrated:
         lines[0] += " test ECE → with T |"
         lines[1] += "---|"
@@ -135,10 +135,10 @@ def markdown_table(experiment: Experiment, results: list[RunResult]) -> str:
 
 def _calibration_cell(runs: list[RunResult]) -> str:
     """Mean test ECE (15 bins) of the tested checkpoints, and after temperature scaling when it was fitted."""
-    ece = [r.test_ece for r in runs if r.test_ece == r.test_ece]
+    ece = [r.test_ece for r in runs if not math.isnan(r.test_ece)]
     if not ece:
         return " — |"
-    calibrated = [r.test_ece_calibrated for r in runs if r.test_ece_calibrated == r.test_ece_calibrated]
+    calibrated = [r.test_ece_calibrated for r in runs if not math.isnan(r.test_ece_calibrated)]
     after = f" → {100 * statistics.fmean(calibrated):.2f} %" if calibrated else ""
     return f" {100 * statistics.fmean(ece):.2f} %{after} |"
 
@@ -272,8 +272,8 @@ def write_report(experiment: Experiment, root: Path, out_dir: Path) -> Path | No
     figure = f"![{experiment.name}]({experiment.name}.png)"
     curves = (f"\n\nLearning curves, mean ± std over seeds (per-epoch values in `curves.csv`):\n\n"
               f"![{experiment.name} learning curves]({experiment.name}_curves.png)")
-    (out_dir / "results.md").write_text(f"## {experiment.name}\n\n{experiment.description}\n\n{table}\n\n{figure}"
-                                        f"{curves}\n")
+    atomic_write_text(out_dir / "results.md",
+                      f"## {experiment.name}\n\n{experiment.description}\n\n{table}\n\n{figure}{curves}\n")
     plot(experiment, results, out_dir / f"{experiment.name}.png")
     plot_curves(rows, [v.name for v in experiment.variants], experiment.description, out_dir / f"{experiment.name}_curves.png")
     return out_dir / "results.md"

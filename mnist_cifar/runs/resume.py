@@ -49,7 +49,8 @@ class LatestCheckpoint(ModelCheckpoint):
 
     def __init__(self, every_n_train_steps: int = 0) -> None:
         if every_n_train_steps < 0:
-            raise ConfigError(f"last_checkpoint.every_n_train_steps must be 0 (off) or positive, got {every_n_train_steps}.")
+            raise ConfigError(f"last_checkpoint.every_n_train_steps must be 0 (off) or positive, got "
+                              f"{every_n_train_steps}.")
         super().__init__(filename=LAST, monitor=None, save_top_k=1, enable_version_counter=False)
         self.step_interval = every_n_train_steps
 
@@ -217,8 +218,9 @@ class StopOnNonFiniteLoss(L.Callback):
 
     def __init__(self, check_every_n_batches: int | None = None) -> None:
         if check_every_n_batches is not None and check_every_n_batches < 1:
-            raise ConfigError(f"nonfinite_loss.check_every_n_batches must be a positive number of batches or null (1 on the CPU, "
-                             f"{self.ACCELERATOR_INTERVAL} on an accelerator), got {check_every_n_batches}.")
+            raise ConfigError(f"nonfinite_loss.check_every_n_batches must be a positive number of batches or null "
+                              f"(1 on the CPU, {self.ACCELERATOR_INTERVAL} on an accelerator), got "
+                              f"{check_every_n_batches}.")
         self.check_every_n_batches = check_every_n_batches
         self._first_bad: tuple[Tensor, Tensor] | None = None  # (step, loss) of the first non-finite loss; step -1: none
         self._folded = self._checked = 0  # batches folded into `_first_bad`, and how many of them were read

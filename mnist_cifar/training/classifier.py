@@ -107,9 +107,9 @@ class ImageClassifier(L.LightningModule):
         num_classes: number of classes, linked from the data set by `main.py`.
         input_shape: one image's shape, linked from the data set; gives the model summary its layer output sizes.
         compile: run the network through `torch.compile` (with `compile_backend`); worth it on a GPU.
-        compile_mode: `torch.compile`'s mode, with `compile` only: "reduce-overhead" replays the compiled network as
-            CUDA graphs (one launch for all its kernels: what pays on a GPU bound by kernel launches, at a fixed
-            batch shape), "max-autotune" also tunes its kernels (a longer compile).
+        compile_mode: `torch.compile`'s mode, with `compile` and the inductor backend only: "reduce-overhead"
+            replays the compiled network as CUDA graphs (one launch for all its kernels: what pays on a GPU bound by
+            kernel launches, at a fixed batch shape), "max-autotune" also tunes its kernels (a longer compile).
         channels_last: NHWC memory layout for network and inputs (faster convolutions with bf16/fp16 on GPUs).
         test_time_augmentation: test and predict on the mean logits of each image, its mirror and one-pixel shifts
             (airbench's flip + translate; for CIFAR-like photos, not for digits). Validation stays plain.
@@ -140,9 +140,10 @@ class ImageClassifier(L.LightningModule):
         weight_init: str = "default",
     ) -> None:
         super().__init__()
-        if compile_mode != "default" and not compile:
-            raise ConfigError(f"--model.compile_mode {compile_mode} takes effect only with --model.compile true; set "
-                              f"both, or leave compile_mode at default.")
+        if compile_mode != "default" and (not compile or compile_backend != "inductor"):
+            raise ConfigError(f"--model.compile_mode {compile_mode} takes effect only with --model.compile true and "
+                              f"the inductor backend (other backends ignore it; this has compile {compile}, backend "
+                              f"{compile_backend}); set both, or leave compile_mode at default.")
         self.save_hyperparameters()
         net.apply(weight_initializer(weight_init))  # before anything else draws: a seed gives the same weights
         for name in LIVE_OBJECT_ARGS:  # see the module docstring: checkpoints hold plain config only
