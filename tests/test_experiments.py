@@ -302,6 +302,33 @@ def test_slurm_times_are_minutes() -> None:
     assert [resources({"time": t}, {}).minutes() for t in ("90", "1:30", "1:30:01", "2-00:00:00")] == [90, 90, 91, 2880]
 
 
+def test_waiting_on_slurm_ends_with_what_the_files_say_once_the_queue_is_empty(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task that ends between two looks at the queue is reported as it ended (failed here), not as still running:
+    `run --wait` once returned "did not finish: ... running (attempt 2)" for a run that had failed its retries."""
+    from mnist_cifar.experiments import slurm
+
+    experiment = definition.load("permuted_mnist")
+    run = slurm.plan(experiment, 1, tmp_path, [], None)[0]
+    folder, job = slurm.sweep_folder(tmp_path, experiment), "7_0"
+    slurm.write_json(folder / "jobs.json", {"arrays": [{"job": "7", "runs": {job: [run.variant, run.seed]}}]})
+    slurm.write_json(slurm.state_path(folder, run), {"job": job, "state": "running", "attempts": 2})
+    looks = []
+
+    def queue(_: Path) -> dict[str, tuple[str, int]]:  # the task fails its last attempt after the first look
+        looks.append(len(looks))
+        if len(looks) == 1:
+            return {job: ("RUNNING", 0)}
+        slurm.write_json(slurm.state_path(folder, run), {"job": job, "state": "failed", "attempts": 2, "exit": 2})
+        return {}
+
+    monkeypatch.setattr(slurm, "queue_listing", queue)
+    shown: list[str] = []
+    ((_, state),) = slurm.wait(experiment, 1, tmp_path, [run.variant], every=0, show=shown.append)
+    assert state.startswith("failed (job 7_0, exit 2, after 2 attempt(s)"), state
+    assert shown[0].endswith("running (job 7_0, attempt 2)") and shown[-1].split(": ", 1)[1].startswith("failed")
+
+
 def test_status_and_list_import_neither_torch_nor_lightning(tmp_path: Path) -> None:
     """Commands that train nothing start in a fraction of a second (4.1 s before the run-record reader moved out of
     the Lightning logger's module): they read files and ask SLURM, nothing more."""

@@ -37,6 +37,31 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def wait_for_ranks(launcher: subprocess.Popen, log: Path, seconds: float = 180) -> list[int]:
+    """The launcher's children that run `main.py fit` (its other DDP rank), once one has started. The launcher
+    starts short-lived helpers first (jsonargparse's typeshed probe runs `python -c ...`, ctypes runs ldconfig):
+    they are not ranks, and signalling the launcher while only they exist would test nothing. A launcher that
+    ends first fails the test with its own stderr."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ranks = [pid for pid in children(launcher.pid) if f"{ROOT / 'main.py'} fit" in command_line(pid)]
+        if ranks:
+            return ranks
+        if launcher.poll() is not None:
+            pytest.fail(f"the launcher ended (exit {launcher.returncode}) before starting rank 1:\n"
+                        f"{log.read_text()[-3000:]}")
+        time.sleep(0.05)
+    launcher.kill()
+    pytest.fail(f"no rank 1 within {seconds:.0f} s; the launcher's stderr:\n{log.read_text()[-3000:]}")
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -55,13 +80,11 @@ def wait_gone(pids: list[int], seconds: float = 60) -> list[int]:
 
 @pytest.mark.slow
 def test_sigterm_to_the_launcher_before_training_leaves_no_rank_behind(mnist_dir: Path, tmp_path: Path) -> None:
-    launcher = subprocess.Popen(fit(mnist_dir, "--trainer.max_epochs", "50"), cwd=tmp_path,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not children(launcher.pid) and time.monotonic() < deadline:  # rank 1 started, training not yet
-        time.sleep(0.05)
-    ranks = children(launcher.pid)
-    assert ranks, "rank 1 never started"
+    log = tmp_path / "launcher.stderr"
+    with log.open("w") as stderr:  # a file, not a pipe nobody reads while waiting: the launcher never blocks on it
+        launcher = subprocess.Popen(fit(mnist_dir, "--trainer.max_epochs", "50"), cwd=tmp_path,
+                                    stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+    ranks = wait_for_ranks(launcher, log)  # rank 1 started, training not yet
     launcher.send_signal(signal.SIGTERM)
     launcher.wait(timeout=60)
     assert launcher.returncode in (-signal.SIGTERM, 143)

@@ -374,12 +374,12 @@ def tail(path: Path, lines: int = 5) -> str:
     return "\n".join("      " + line for line in text[-lines:])
 
 
-def run_states(experiment: Experiment, seed_count: int, root: Path, only: list[str] | None = None
-               ) -> list[tuple[Run, str]]:
-    """Every run's state, from the queue and its files: queued, running, requeued, done, failed (with its output's
-    last lines), not submitted."""
+def run_states(experiment: Experiment, seed_count: int, root: Path, only: list[str] | None = None,
+               queued: dict[str, tuple[str, int]] | None = None) -> list[tuple[Run, str]]:
+    """Every run's state, from the queue (`queued`: a `queue_listing` taken before the files are read, or a fresh
+    one) and its files: queued, running, requeued, done, failed (with its output's last lines), not submitted."""
     folder = sweep_folder(root, experiment)
-    queued = queue_listing(folder)
+    queued = queue_listing(folder) if queued is None else queued
     states = []
     for run in plan(experiment, seed_count, root, [], only):
         record = read_json(state_path(folder, run))
@@ -428,15 +428,21 @@ def cancel(experiment: Experiment, root: Path) -> list[str]:
 
 def wait(experiment: Experiment, seed_count: int, root: Path, only: list[str] | None, every: float = 2.0,
          show: Callable[[str], None] = print) -> list[tuple[Run, str]]:
-    """Follow the sweep until none of its runs is in the queue, printing each change of state."""
+    """Follow the sweep until none of its runs is in the queue, printing each change of state.
+
+    One `squeue` a round, taken before the runs' files are read: the round that finds the queue empty reads the
+    files after the last task had left it, so the states it returns are final. (Asking the queue a second time
+    after reading the files returned a task that ended in between as still running.)"""
+    folder = sweep_folder(root, experiment)
     seen: dict[tuple[str, int], str] = {}
     while True:
-        states = run_states(experiment, seed_count, root, only)
+        queued = queue_listing(folder)
+        states = run_states(experiment, seed_count, root, only, queued)
         for run, state in states:
             first_line = state.splitlines()[0]
             if seen.get((run.variant, run.seed)) != first_line:
                 seen[(run.variant, run.seed)] = first_line
                 show(f"{run.variant} seed {run.seed}: {first_line}")
-        if not queue_states(sweep_folder(root, experiment)):
+        if not queued:
             return states
         time.sleep(every)
