@@ -12,6 +12,7 @@ import yaml
 from conftest import cli
 
 from mnist_cifar.moved import MOVED, MovedModuleWarning, new_name
+from mnist_cifar.runs.resume import StopOnNonFiniteLoss
 
 BEFORE = Path(__file__).parent / "fixtures" / "run_before_issue_26"
 
@@ -67,6 +68,8 @@ def test_a_checkpoint_and_a_config_written_before_the_move_test_and_resume(mnist
     resumed = cli("fit", "--config", str(config), "--ckpt_path", "last", "--data.data_dir", str(mnist_dir),
                       "--trainer.max_epochs", "3", "--test_after_fit", "false", "--trainer.enable_progress_bar", "false")
     assert resumed.trainer.current_epoch == 3 and Path(resumed.trainer.log_dir).resolve() == run_dir.resolve()
+    stops = [c for c in resumed.trainer.callbacks if isinstance(c, StopOnNonFiniteLoss)]
+    assert len(stops) == 1  # the config's own entry (from before the `nonfinite_loss` group) is that group's
 
 
 def _class_paths(value: object) -> list[str]:

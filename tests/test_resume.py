@@ -186,6 +186,18 @@ def test_the_deferred_nan_check_reads_nothing_on_the_host_between_its_reads(monk
         stop.check(trainer)
 
 
+def test_a_nonfinite_stop_listed_with_a_value_in_the_callbacks_is_refused_for_its_group(
+        capsys: pytest.CaptureFixture) -> None:
+    """Listed with defaults (old run configs) it is folded into the group: tests/test_moved.py resumes such a run."""
+    with pytest.raises(SystemExit) as exit_info:
+        run(["fit", "--config", str(ROOT / "configs" / "lenet_mnist.yaml"),
+             "--trainer.callbacks+=mnist_cifar.runs.resume.StopOnNonFiniteLoss",
+             "--trainer.callbacks.check_every_n_batches=5", "--trainer.fast_dev_run", "true"],
+            default_config=DEFAULT_CONFIG)
+    assert exit_info.value.code == 2
+    assert "pass --nonfinite_loss.check_every_n_batches 5 instead" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("knob", "value", "says"), [
     ("nonfinite_loss.check_every_n_batches", "0", "must be a positive number of batches"),
     ("nonfinite_loss.check_every_n_batches", "-3", "must be a positive number of batches"),

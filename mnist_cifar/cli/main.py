@@ -192,6 +192,7 @@ class ExperimentCLI(LightningCLI):
             scheduler = config.model.get("scheduler")
             refuse_torch_one_cycle(scheduler.get("class_path") if isinstance(scheduler, Namespace) else None)
         drop_progress_bar_if_disabled(config)
+        fold_nonfinite_stop_into_its_group(config)
         if self.subcommand != "fit":  # restoring a fit's ModelCheckpoint state into an evaluation run, whose log
             # folder is new by design, makes Lightning warn that best-checkpoint tracking is not reloaded: it is
             # not needed outside fit.
@@ -308,6 +309,31 @@ def drop_progress_bar_if_disabled(config: Namespace) -> None:
     if config.trainer.get("enable_progress_bar") is not False or not isinstance(callbacks, list):
         return
     config.trainer.callbacks = [c for c in callbacks if not _is_progress_bar(c)]
+
+
+def fold_nonfinite_stop_into_its_group(config: Namespace) -> None:
+    """A `StopOnNonFiniteLoss` in `trainer.callbacks` (run configs written before the `nonfinite_loss` group list one)
+    would run beside the group's own, and on a GPU read the loss at every step whatever the group says. Listed with
+    its defaults it is the group's callback and is dropped; listed with a value of its own it is refused, since the
+    group (`--nonfinite_loss.*`) is where that value goes."""
+    callbacks = config.trainer.get("callbacks")
+    if not isinstance(callbacks, list):
+        return
+    kept = []
+    for callback in callbacks:
+        class_path = callback.get("class_path") if isinstance(callback, Namespace) else None
+        if not class_path or new_name(class_path) != f"{StopOnNonFiniteLoss.__module__}.StopOnNonFiniteLoss":
+            kept.append(callback)
+            continue
+        values = callback.get("init_args")
+        values = values.as_dict() if isinstance(values, Namespace) else dict(values or {})
+        if values.get("check_every_n_batches") is not None:
+            raise ConfigError(
+                f"trainer.callbacks lists {class_path} with check_every_n_batches "
+                f"{values['check_every_n_batches']}: every run already has that callback, set by the nonfinite_loss "
+                f"group. Remove it from trainer.callbacks and pass --nonfinite_loss.check_every_n_batches "
+                f"{values['check_every_n_batches']} instead.")
+    config.trainer.callbacks = kept
 
 
 def _is_progress_bar(callback: object) -> bool:
