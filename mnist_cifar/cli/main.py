@@ -321,28 +321,33 @@ def fold_nonfinite_stop_into_its_group(config: Namespace) -> None:
         return
     kept = []
     for callback in callbacks:
-        class_path = callback.get("class_path") if isinstance(callback, Namespace) else None
-        if not class_path or new_name(class_path) != f"{StopOnNonFiniteLoss.__module__}.StopOnNonFiniteLoss":
+        if _callback_class(callback) is not StopOnNonFiniteLoss:  # exactly it: a subclass of the user's is kept
             kept.append(callback)
             continue
-        values = callback.get("init_args")
-        values = values.as_dict() if isinstance(values, Namespace) else dict(values or {})
-        if values.get("check_every_n_batches") is not None:
+        init_args = callback.get("init_args")
+        interval = init_args.get("check_every_n_batches") if init_args is not None else None
+        if interval is not None:
             raise ConfigError(
-                f"trainer.callbacks lists {class_path} with check_every_n_batches "
-                f"{values['check_every_n_batches']}: every run already has that callback, set by the nonfinite_loss "
-                f"group. Remove it from trainer.callbacks and pass --nonfinite_loss.check_every_n_batches "
-                f"{values['check_every_n_batches']} instead.")
+                f"trainer.callbacks lists {callback.class_path} with check_every_n_batches {interval}: every run "
+                f"already has that callback, set by the nonfinite_loss group. Remove it from trainer.callbacks and "
+                f"pass --nonfinite_loss.check_every_n_batches {interval} instead.")
     config.trainer.callbacks = kept
 
 
 def _is_progress_bar(callback: object) -> bool:
+    cls = _callback_class(callback)
+    return cls is not None and issubclass(cls, ProgressBar)
+
+
+def _callback_class(callback: object) -> type | None:
+    """The class a `trainer.callbacks` entry is: what its `class_path` resolves to (an old module path included),
+    or an instance's own."""
     class_path = callback.get("class_path") if isinstance(callback, Namespace) else None
     if not class_path:
-        return isinstance(callback, ProgressBar)
+        return type(callback)
     module, _, name = class_path.rpartition(".")
     cls = getattr(importlib.import_module(module), name, None)
-    return isinstance(cls, type) and issubclass(cls, ProgressBar)
+    return cls if isinstance(cls, type) else None
 
 
 def check_precision(precision: str, accelerator: Accelerator) -> None:
